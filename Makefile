@@ -1,0 +1,32 @@
+# Two commands a newcomer needs: `make demo` (runtime only, no torch) and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# Machine-scope LSL discovery for everything started from here (tests, demo, benchmarks).
+export LSLAPICFG ?= $(CURDIR)/deploy/lsl_api.cfg
+
+.PHONY: demo test lint bench venv-runtime venv-dev
+
+$(VENV)/bin/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+venv-runtime: $(VENV)/bin/activate
+	$(PIP) install -q -e .
+
+# torch is pinned to the CPU wheel so that the test set-up never downloads CUDA packages.
+venv-dev: $(VENV)/bin/activate
+	$(PIP) install -q "torch==2.13.0" -e ".[train,dev]"
+
+demo: venv-runtime
+	$(VENV)/bin/rtdecode demo --out demo-output
+
+test: venv-dev
+	$(PY) -m pytest -q
+
+lint: venv-dev
+	$(PY) -m ruff check .
+
+bench: venv-runtime
+	$(VENV)/bin/rtdecode bench

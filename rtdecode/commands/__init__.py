@@ -1,0 +1,1 @@
+"""One module per `rtdecode` sub-command (see rtdecode/cli.py)."""
