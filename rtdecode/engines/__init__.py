@@ -9,7 +9,8 @@ Registry names:
   ort-cuda        ONNX Runtime, CUDA execution provider (onnxruntime-gpu)
   ort-tensorrt    ONNX Runtime, TensorRT execution provider (onnxruntime-gpu + TensorRT libs)
   tensorrt        native TensorRT engine (deploy/ builds it; `rtdecode build-engine`)
-  torch-cuda      torch CUDA graph replay of the ONNX-equivalent module (training extra)
+  torch-cuda      torch CUDA graph replay of the decoder module (training extra)
+  torch-cpu       torch eager on the CPU (reference / first-try pipeline in benchmarks)
   auto            the fastest that can run here; says which and why
 """
 
@@ -44,10 +45,11 @@ class Engine(ABC):
 # name -> "module:factory"; the factory is called as factory(model_path, contract, **options)
 REGISTRY: dict[str, str] = {
     "onnxruntime": "rtdecode.engines.ort:create_cpu",
-    "ort-cuda": "rtdecode.engines.ort:create_cuda",
-    "ort-tensorrt": "rtdecode.engines.ort:create_tensorrt_ep",
+    "ort-cuda": "rtdecode.engines.ort_gpu:create_cuda",
+    "ort-tensorrt": "rtdecode.engines.ort_gpu:create_tensorrt_ep",
     "tensorrt": "rtdecode.engines.tensorrt:create",
-    "torch-cuda": "rtdecode.engines.torch_cuda:create",
+    "torch-cuda": "rtdecode.engines.torch_engine:create_cuda",
+    "torch-cpu": "rtdecode.engines.torch_engine:create_cpu",
 }
 
 
