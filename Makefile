@@ -10,7 +10,6 @@ export LSLAPICFG ?= $(CURDIR)/deploy/lsl_api.cfg
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
 
 venv-runtime: $(VENV)/bin/activate
 	$(PIP) install -q -e .
