@@ -1,0 +1,1 @@
+"""Offline side of rtdecode: datasets, the homeomorphic decoder, training, evaluation, ONNX export."""

@@ -1,0 +1,409 @@
+"""Decoding datasets: onset-locked window maps and their stimuli, split by image, normalised.
+
+`load_decoding_data(source)` reads an rtdecode session (.h5) or a TVSD folder and returns a
+`DecodingData`: inputs x [N, M, E] (the decoder's maps, z-scored with statistics fitted on the
+training split only) and targets y [N, 3, H, W] in [0, 1].
+
+The maps come from `rtdecode.windows.WindowAssembler` - the code serving runs - with the stimulus
+onset as the reference sample, so a model sees the same windows in training and in serving.
+Splits are by image (no image in two splits; seeded). Every presentation of a training image is
+one training sample; validation and test maps are averaged over the repetitions of each image.
+For TVSD the dataset's own test images (100 images x 30 repetitions) form the test split and the
+validation images are drawn from its training images.
+
+numpy + Pillow + h5py only (no torch), so evaluation and the ridge baseline run without torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rtdecode.errors import ConfigError, LayoutError, SessionError
+from rtdecode.layout import ElectrodeLayout
+from rtdecode.windows import Normaliser, WindowAssembler, WindowPlan, make_plan, map_mask
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class DecodingData:
+    """Train / val / test maps and images for one recording, with the training normaliser."""
+
+    layout: ElectrodeLayout
+    plan: WindowPlan
+    mask: np.ndarray  # bool [M, E]
+    normaliser: Normaliser  # fitted on the training split only
+    train_x: np.ndarray  # float32 [N, M, E], normalised
+    train_y: np.ndarray  # float32 [N, 3, H, W] in [0, 1]
+    val_x: np.ndarray
+    val_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    train_ids: np.ndarray  # int64 image index per sample
+    val_ids: np.ndarray
+    test_ids: np.ndarray
+    rf_true: np.ndarray | None  # [E, 2] ground-truth RF centres (virtual macaque), else None
+    rf_known: np.ndarray | None  # [E, 2] the layout's known RF centres (NaN unknown), else None
+    source: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_maps(self) -> int:
+        return self.plan.n_maps
+
+    @property
+    def n_electrodes(self) -> int:
+        return self.layout.n_electrodes
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of the targets."""
+        return int(self.train_y.shape[2]), int(self.train_y.shape[3])
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(x, y, image ids) of 'train', 'val' or 'test'."""
+        if name not in ("train", "val", "test"):
+            raise ConfigError(f"split {name!r} is unknown; expected 'train', 'val' or 'test'")
+        return getattr(self, f"{name}_x"), getattr(self, f"{name}_y"), getattr(self, f"{name}_ids")
+
+    def contract(self, model_id: str, training_config: dict[str, Any] | None = None):
+        """The DecoderContract a model trained on this data is served with."""
+        from rtdecode.contract import DecoderContract
+
+        h, w = self.image_size
+        return DecoderContract(self.layout, self.plan, self.normaliser.mean, self.normaliser.std, h, w,
+                               model_id, dict(training_config or {}))
+
+
+@dataclass
+class TrialMaps:
+    """Raw (not normalised) onset-locked maps of every usable trial of a source."""
+
+    layout: ElectrodeLayout
+    plan: WindowPlan
+    maps: np.ndarray  # float32 [N, M, E]
+    image_ids: np.ndarray  # int64 [N] image shown in each trial
+    trial_ids: np.ndarray  # int64 [N] trial number in the source (for messages)
+    load_images: Callable[[np.ndarray, int], np.ndarray]  # (ids, size) -> float32 [K, 3, size, size]
+    rf_true: np.ndarray | None  # [C, 2] per stream channel, or None
+    test_image_ids: np.ndarray | None  # a source's fixed test images (TVSD), or None
+    source: str
+
+
+# ---- public entry point -------------------------------------------------------------------
+def load_decoding_data(source: str | Path, *, windows: str = "spatiotemporal", image_size: int = 64,
+                       split: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0,
+                       things_dir: str | Path | None = None, cache_dir: str | Path | None = None,
+                       layout: ElectrodeLayout | None = None, monkey: str = "N",
+                       progress: bool = True) -> DecodingData:
+    """Read a session .h5 or TVSD folder into normalised, image-split decoding data.
+
+    windows: a WindowPlan preset ('spatiotemporal' or 'spatial') or a WindowPlan.
+    layout: overrides the source's layout (must have as many channels as the data).
+    monkey: TVSD only, 'N' or 'F'. things_dir: TVSD only, the local THINGS image folder.
+    cache_dir: keep the assembled maps there (npz keyed by file, mtime and window plan).
+    """
+    src = Path(source)
+    if not src.exists():
+        raise SessionError(f"data source {src} does not exist; expected an rtdecode session .h5 or a TVSD folder")
+    if image_size < 8:
+        raise ConfigError(f"image_size must be >= 8 pixels, got {image_size}")
+    fractions = _check_split(split)
+    if src.is_dir():
+        from .tvsd import load_tvsd_trials
+
+        trials = load_tvsd_trials(src, windows=windows, things_dir=things_dir, monkey=monkey, layout=layout,
+                                  cache_dir=cache_dir, progress=progress)
+    else:
+        trials = load_session_trials(src, windows=windows, layout=layout, cache_dir=cache_dir, progress=progress)
+    return build_decoding_data(trials, image_size=image_size, split=fractions, seed=seed)
+
+
+def load_session_trials(path: str | Path, *, windows: str | WindowPlan = "spatiotemporal",
+                        layout: ElectrodeLayout | None = None, cache_dir: str | Path | None = None,
+                        progress: bool = True) -> TrialMaps:
+    """Onset-locked maps of every trial of an rtdecode session file."""
+    from rtdecode.session import open_session
+
+    path = Path(path)
+    session = open_session(path, need_images=True)
+    try:
+        lay = session.layout if layout is None else layout
+        check_channels(lay, session.n_channels, f"{path}:/mua")
+        plan = windows if isinstance(windows, WindowPlan) else make_plan(windows, lay, session.sampling_rate_hz)
+        images = session.images
+        if images is None:  # open_session(need_images=True) already refuses this
+            raise SessionError(f"{path}: no /images; training needs the stimuli")
+        img_idx = session.image_index
+        bad = np.flatnonzero((img_idx < 0) | (img_idx >= images.shape[0]))
+        if bad.size:
+            raise SessionError(f"{path}: trial {int(bad[0])} shows image {int(img_idx[bad[0]])} but /images "
+                               f"holds {images.shape[0]} images (0..{images.shape[0] - 1})")
+        onsets = session.onset
+        fits = onsets + plan.span <= session.n_samples
+        if not fits.all():
+            log.warning("%s: %d trial(s) end less than %d samples before the recording ends; skipped",
+                        path, int((~fits).sum()), plan.span)
+        trial_ids = np.flatnonzero(fits).astype(np.int64)
+        if trial_ids.size == 0:
+            raise SessionError(f"{path}: no trial has the {plan.span} samples after its onset that the windows need")
+        key = _cache_key(path, plan, lay, extra="session")
+        maps = _cached(cache_dir, key)
+        if maps is None or maps.shape[0] != trial_ids.size:
+            maps = assemble_onset_maps(session.mua, onsets[trial_ids], plan, lay, progress=progress,
+                                       desc=f"windows {path.name}")
+            _store(cache_dir, key, maps)
+        check_finite_maps(maps, trial_ids, lay, str(path))
+        gt = session.ground_truth.get("rf_centres")
+        rf_true = None
+        if gt is not None and np.shape(gt) == (lay.n_channels, 2):
+            rf_true = np.asarray(gt, dtype=np.float64)
+
+        def load_images(ids: np.ndarray, size: int) -> np.ndarray:
+            return resize_images(images[np.asarray(ids, dtype=np.int64)], size)
+
+        return TrialMaps(lay, plan, maps, img_idx[trial_ids].astype(np.int64), trial_ids, load_images,
+                         rf_true, None, str(path))
+    finally:
+        session.close()
+
+
+def build_decoding_data(trials: TrialMaps, *, image_size: int = 64,
+                        split: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0) -> DecodingData:
+    """Split by image, fit the normaliser on training trials, average val/test per image, load images."""
+    fractions = _check_split(split)
+    train_img, val_img, test_img = split_images(trials.image_ids, fractions, seed, fixed_test=trials.test_image_ids,
+                                                source=trials.source)
+    layout, plan = trials.layout, trials.plan
+    mask = map_mask(plan, layout)
+    in_train = np.isin(trials.image_ids, train_img)
+    train_x = np.ascontiguousarray(trials.maps[in_train], dtype=np.float32)
+    train_ids = trials.image_ids[in_train]
+    normaliser = Normaliser.fit(train_x, mask)
+    normaliser(train_x)
+    val_x = average_by_image(trials.maps, trials.image_ids, val_img)
+    test_x = average_by_image(trials.maps, trials.image_ids, test_img)
+    normaliser(val_x)
+    normaliser(test_x)
+
+    needed = np.unique(np.concatenate([train_img, val_img, test_img]))
+    pics = trials.load_images(needed, image_size)
+    row = {int(k): i for i, k in enumerate(needed)}
+
+    def targets(ids: np.ndarray) -> np.ndarray:
+        return pics[[row[int(k)] for k in ids]] if len(ids) else np.zeros((0, 3, image_size, image_size), np.float32)
+
+    used = layout.used_channels
+    rf_true = None if trials.rf_true is None else trials.rf_true[used].astype(np.float64)
+    rf_known = None if layout.rf_centres is None else np.asarray(layout.rf_centres, np.float64)[used]
+    info = {"n_trials": int(trials.maps.shape[0]), "n_images": int(needed.size),
+            "split_images": [int(train_img.size), int(val_img.size), int(test_img.size)],
+            "seed": int(seed), "image_size": int(image_size), "windows": plan.preset}
+    log.info("decoding data from %s: %d train samples (%d images), %d val images, %d test images, maps %s",
+             trials.source, train_x.shape[0], train_img.size, val_img.size, test_img.size, mask.shape)
+    return DecodingData(layout, plan, mask, normaliser,
+                        train_x, targets(train_ids), val_x, targets(val_img), test_x, targets(test_img),
+                        train_ids.astype(np.int64), val_img.astype(np.int64), test_img.astype(np.int64),
+                        rf_true, rf_known, trials.source, info)
+
+
+# ---- pieces (also used by training/tvsd.py) -----------------------------------------------
+def check_channels(layout: ElectrodeLayout, n_channels: int, where: str) -> None:
+    if layout.n_channels != n_channels:
+        raise LayoutError(f"{where} has {n_channels} channels but the layout {layout.name!r} has "
+                          f"{layout.n_channels}; pass a layout that matches the recording")
+
+
+def assemble_onset_maps(mua: Any, onsets: np.ndarray, plan: WindowPlan, layout: ElectrodeLayout, *,
+                        chunk_samples: int = 200_000, progress: bool = True, desc: str = "windows") -> np.ndarray:
+    """Maps [N, M, E] for reference samples `onsets` of mua [T, C] (array or h5py dataset).
+
+    Reads the recording in chunks (plus the window span) so a long session never sits in memory.
+    """
+    assembler = WindowAssembler(plan, layout)
+    onsets = np.asarray(onsets, dtype=np.int64)
+    out = np.empty((onsets.size, *assembler.shape), dtype=np.float32)
+    if onsets.size == 0:
+        return out
+    order = np.argsort(onsets, kind="stable")
+    sorted_on = onsets[order]
+    n_total = int(mua.shape[0])
+    bar = progress_bar(total=int(onsets.size), desc=desc, enabled=progress)
+    i = 0
+    while i < sorted_on.size:
+        start = int(sorted_on[i])
+        j = int(np.searchsorted(sorted_on, start + chunk_samples, side="left"))
+        j = max(j, i + 1)
+        stop = min(n_total, int(sorted_on[j - 1]) + plan.span)
+        block = np.asarray(mua[start:stop], dtype=np.float32)
+        out[order[i:j]] = assembler.assemble_many(block, sorted_on[i:j] - start)
+        bar.update(j - i)
+        i = j
+    bar.close()
+    return out
+
+
+def check_finite_maps(maps: np.ndarray, trial_ids: np.ndarray, layout: ElectrodeLayout, source: str) -> None:
+    """SessionError naming the first trial and stream channel whose windows hold NaN/Inf."""
+    finite = np.isfinite(maps)
+    if finite.all():
+        return
+    n, _, e = np.argwhere(~finite)[0]
+    bad_trials = int((~finite).any(axis=(1, 2)).sum())
+    channel = int(layout.used_channels[int(e)])
+    raise SessionError(f"{source}: MUA windows hold NaN/Inf in trial {int(trial_ids[int(n)])}, channel {channel} "
+                       f"({bad_trials} trial(s) affected); clean or exclude that channel (layout "
+                       f"excluded_channels) before training")
+
+
+def split_images(image_ids: np.ndarray, split: tuple[float, float, float], seed: int, *,
+                 fixed_test: np.ndarray | None = None, source: str = "data") -> tuple[np.ndarray, ...]:
+    """Seeded split of the distinct images into (train, val, test) id arrays; no image in two splits.
+
+    With `fixed_test` (a dataset's own test images), those are the test split and the val images
+    are drawn from the rest in proportion split[1] : split[0].
+    """
+    f_train, f_val, f_test = split = _check_split(split)
+    uniq = np.unique(np.asarray(image_ids, dtype=np.int64))
+    rng = np.random.default_rng(seed)
+    if fixed_test is not None:
+        test = np.intersect1d(uniq, np.asarray(fixed_test, dtype=np.int64))
+        rest = rng.permutation(np.setdiff1d(uniq, test))
+        n_val = int(round(rest.size * f_val / max(f_train + f_val, 1e-12)))
+        val, train = rest[:n_val], rest[n_val:]
+    else:
+        perm = rng.permutation(uniq)
+        n_test = int(round(uniq.size * f_test))
+        n_val = int(round(uniq.size * f_val))
+        test, val, train = perm[:n_test], perm[n_test:n_test + n_val], perm[n_test + n_val:]
+    need = {"train": (train, f_train, 2), "val": (val, f_val, 1), "test": (test, f_test, 1)}
+    for name, (ids, frac, least) in need.items():
+        if frac > 0 and ids.size < least:
+            raise SessionError(f"{source}: too few images for the split {tuple(split)}: {uniq.size} distinct images "
+                               f"leave {ids.size} for {name} (needs at least {least}); record more images or "
+                               "change the split")
+    return np.sort(train), np.sort(val), np.sort(test)
+
+
+def average_by_image(maps: np.ndarray, image_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Mean map over the presentations of each image in `ids` -> float32 [len(ids), M, E]."""
+    out = np.zeros((len(ids), *maps.shape[1:]), dtype=np.float64)
+    pos = {int(k): i for i, k in enumerate(ids)}
+    counts = np.zeros(len(ids), dtype=np.int64)
+    for n, k in enumerate(np.asarray(image_ids)):
+        i = pos.get(int(k))
+        if i is not None:
+            out[i] += maps[n]
+            counts[i] += 1
+    if (counts == 0).any():
+        raise SessionError(f"image {int(ids[int(np.argmin(counts))])} has no trial")
+    return (out / counts[:, None, None]).astype(np.float32)
+
+
+def image_to_array(img: Any, size: int) -> np.ndarray:
+    """A PIL image or uint8 [H, W, 3] -> float32 [3, size, size] in [0, 1].
+
+    Non-square images are centre-cropped to a square first; resizing is Pillow bilinear, which
+    filters over the whole source footprint when downscaling (area-like, no aliasing).
+    """
+    from PIL import Image
+
+    if not isinstance(img, Image.Image):
+        img = Image.fromarray(np.asarray(img, dtype=np.uint8))
+    img = img.convert("RGB")
+    w, h = img.size
+    if w != h:
+        s = min(w, h)
+        left, top = (w - s) // 2, (h - s) // 2
+        img = img.crop((left, top, left + s, top + s))
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BILINEAR)
+    return (np.asarray(img, dtype=np.float32) / 255.0).transpose(2, 0, 1).copy()
+
+
+def resize_images(images: np.ndarray | Iterable[Any], size: int) -> np.ndarray:
+    """uint8 [K, H, W, 3] (or PIL images) -> float32 [K, 3, size, size] in [0, 1]."""
+    arrs = [image_to_array(im, size) for im in images]
+    if not arrs:
+        return np.zeros((0, 3, size, size), dtype=np.float32)
+    return np.stack(arrs).astype(np.float32)
+
+
+class _NullBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(total: int, desc: str, enabled: bool = True) -> Any:
+    """A tqdm bar when tqdm is installed and progress is wanted, else a silent stand-in."""
+    if not enabled:
+        return _NullBar()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _NullBar()
+    return tqdm(total=total, desc=desc, unit="trial", leave=False, mininterval=0.5)
+
+
+def iter_chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
+    for s in range(0, n, size):
+        yield s, min(n, s + size)
+
+
+# ---- cache ---------------------------------------------------------------------------------
+def _cache_key(path: Path, plan: WindowPlan, layout: ElectrodeLayout, extra: str = "") -> str:
+    files = sorted(path.rglob("*.mat")) if path.is_dir() else [path]
+    stamp = [(str(p.resolve()), p.stat().st_mtime_ns, p.stat().st_size) for p in files]
+    blob = json.dumps({"v": CACHE_VERSION, "files": stamp, "plan": plan.to_dict(),
+                       "layout": layout.to_dict(), "extra": extra}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _cached(cache_dir: str | Path | None, key: str) -> np.ndarray | None:
+    if cache_dir is None:
+        return None
+    p = Path(cache_dir) / f"maps-{key}.npz"
+    if not p.exists():
+        return None
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            maps = np.asarray(z["maps"], dtype=np.float32)
+    except (OSError, KeyError, ValueError) as e:
+        log.warning("ignoring unreadable map cache %s (%s)", p, e)
+        return None
+    log.info("window maps from cache %s", p)
+    return maps
+
+
+def _store(cache_dir: str | Path | None, key: str, maps: np.ndarray, **extra: np.ndarray) -> None:
+    if cache_dir is None:
+        return
+    d = Path(cache_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / f".maps-{key}.{os.getpid()}.npz"
+    np.savez(tmp, maps=maps, **extra)
+    tmp.replace(d / f"maps-{key}.npz")
+
+
+def _check_split(split: Any) -> tuple[float, float, float]:
+    try:
+        a, b, c = (float(v) for v in split)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"split must be three fractions (train, val, test), got {split!r}") from e
+    if min(a, b, c) < 0 or a <= 0 or abs(a + b + c - 1.0) > 1e-6:
+        raise ConfigError(f"split fractions must be >= 0 with train > 0 and sum to 1, got {(a, b, c)}")
+    return a, b, c
