@@ -1,0 +1,1 @@
+"""Displays for decoded frames: viewers and prosthetic-vision (phosphene) renderers."""
