@@ -1,0 +1,102 @@
+"""The pipeline a user would write first, on the same model and stream, as the baseline.
+
+pull_sample() one sample at a time into a window kept with np.roll, windows averaged with
+Python loops, the model run eagerly in torch (rtdecode's torch-cpu engine; or ONNX Runtime
+with a fresh input dict and output per call when torch is absent), the frame pickled over
+ZeroMQ. Everything in one thread, so inference blocks acquisition. This is deliberately naive
+code for comparison - never a model for rtdecode (which sends no pickle).
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .end_to_end import CpuMeter, Pusher, Subscriber, analyse_frames, free_tcp_address
+
+
+def naive_model(model_path: str | Path, contract):
+    """(fn(x [1, M, E] float32) -> [1, 3, H, W], description): torch eager if possible, else plain ORT."""
+    try:
+        from rtdecode.engines import create_engine
+
+        engine = create_engine("torch-cpu", str(model_path), contract)
+        return (lambda x: np.array(engine.infer(x))), "torch eager (rtdecode torch-cpu engine)"
+    except Exception as e:  # no torch, or the torch engine is not there yet
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+        return (lambda x: sess.run(None, {"mua": x})[0]), f"onnxruntime run() per call (torch engine unavailable: {e})"
+
+
+def run_first_try(model_path: str | Path, *, stride_ms: float, duration_s: float,
+                  progress=print) -> tuple[dict, np.ndarray]:
+    """One run of the naive pipeline; same pusher and subscriber as the rtdecode run."""
+    import zmq
+
+    from rtdecode.contract import read_contract
+    from rtdecode.lslconfig import lsl
+
+    pylsl = lsl()
+    contract = read_contract(model_path)
+    plan, layout = contract.plan, contract.layout
+    span = plan.span
+    used = layout.used_channels
+    mean, std, mask = contract.norm_mean, contract.norm_std, contract.mask
+    model, desc = naive_model(model_path, contract)
+    stride = max(1, int(round(stride_ms * plan.sampling_rate_hz / 1000.0)))
+    address = free_tcp_address()
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.bind(address)
+    with Pusher(duration_s=duration_s + 3.0) as pusher, Subscriber(address, "pickle") as sub:
+        streams = pylsl.resolve_byprop("name", pusher.name, 1, 20.0)
+        if not streams:
+            raise RuntimeError(f"first-try: stream {pusher.name} not found")
+        inlet = pylsl.StreamInlet(streams[0], max_buflen=360)
+        inlet.open_stream(10.0)
+        pusher.started.wait(30)
+        meter = CpuMeter({"pusher": pusher.proc.pid, "subscriber": sub.proc.pid})
+        buf = np.zeros((span, layout.n_channels))
+        times = [0.0] * span
+        n = 0
+        seq = 0
+        skipped = 0
+        end = time.monotonic() + duration_s + 1.0
+        while time.monotonic() < end:
+            sample, ts = inlet.pull_sample(timeout=0.5)
+            if sample is None:
+                continue
+            buf = np.roll(buf, -1, axis=0)
+            buf[-1] = sample
+            times = times[1:] + [ts]
+            n += 1
+            if n < span or n % stride:
+                continue
+            maps = np.zeros((plan.n_maps, layout.n_electrodes))
+            for i, m in enumerate(plan.maps):
+                s0, s1 = plan.samples(m)
+                window = buf[s0:s1][:, used]
+                maps[i] = window.mean(axis=0) * mask[i]
+            x = ((maps - mean) / std * mask).astype(np.float32)[None]
+            y = model(x)
+            frame = (np.transpose(y[0], (1, 2, 0)) * 255).astype(np.uint8)
+            pub.send(pickle.dumps({"frame": frame, "seq": seq, "newest_ts": times[-1], "ref_time": times[0]}))
+            seq += 1
+        cpu = meter.read()
+        behind = inlet.samples_available()
+        inlet.close_stream()
+    pub.close(0)
+    ctx.term()
+    row, lat = analyse_frames(sub.result, stride_ms)
+    row.update(pipeline="first-try", stride_ms=stride_ms, engine=desc, cpu=cpu,
+               cpu_percent=cpu.get("decoder_process_percent"), skipped_windows=skipped,
+               dropped_samples=None, samples_left_unread=int(behind), frames_published=seq)
+    progress(f"e2e first-try stride {stride_ms} ms: {row['frames_received']} frames, "
+             f"p50 {row['latency_ms'].get('p50', float('nan')):.2f} ms p99 {row['latency_ms'].get('p99', float('nan')):.2f} ms")
+    return row, lat
+

@@ -1,0 +1,220 @@
+"""Benchmark output: percentile summaries, the JSON file, a markdown table and PNG histograms/CDFs.
+
+Every part returns a plain dict (numbers and strings only) plus raw latency series (ms) kept out
+of the JSON; `write_report` saves `bench.json`, `bench.md` and one PNG per latency plot.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+SCHEMA = "rtdecode-bench/1"
+PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9))
+
+
+def summarize_ms(values_ms) -> dict[str, float | int]:
+    """n, mean, min, p50/p90/p99/p99.9, max of a latency series in milliseconds."""
+    a = np.asarray(values_ms, dtype=np.float64).ravel()
+    a = a[np.isfinite(a)]
+    if a.size == 0:
+        return {"n": 0}
+    out: dict[str, float | int] = {"n": int(a.size), "mean": float(a.mean()), "min": float(a.min())}
+    for name, q in PERCENTILES:
+        out[name] = float(np.percentile(a, q))
+    out["max"] = float(a.max())
+    return out
+
+
+def _fmt(v, digits: int = 2) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return str(v)
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def markdown_table(rows: list[Mapping], columns: list[tuple[str, str]]) -> str:
+    """rows of dicts -> a markdown table; columns = [(header, dotted key)]."""
+    def get(row, key):
+        cur = row
+        for part in key.split("."):
+            if not isinstance(cur, Mapping) or part not in cur:
+                return None
+            cur = cur[part]
+        return cur
+
+    lines = ["| " + " | ".join(h for h, _ in columns) + " |",
+             "|" + "|".join("---" for _ in columns) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(get(row, k)) for _, k in columns) + " |")
+    return "\n".join(lines)
+
+
+def plot_latencies(series: Mapping[str, np.ndarray], path: str | Path, title: str,
+                   xlabel: str = "latency (ms)") -> Path | None:
+    """Histogram (log-spaced bins) and empirical CDF of each series, side by side, as a PNG."""
+    series = {k: np.asarray(v, dtype=np.float64) for k, v in series.items() if len(v)}
+    if not series:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    allv = np.concatenate(list(series.values()))
+    allv = allv[np.isfinite(allv) & (allv > 0)]
+    if allv.size == 0:
+        return None
+    lo, hi = max(allv.min() * 0.9, 1e-3), allv.max() * 1.1
+    bins = np.geomspace(lo, hi if hi > lo else lo * 10, 60)
+    fig, (ax_h, ax_c) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, v in series.items():
+        v = v[np.isfinite(v) & (v > 0)]
+        ax_h.hist(v, bins=bins, histtype="step", label=f"{label} (n={v.size})")
+        s = np.sort(v)
+        ax_c.plot(s, np.arange(1, s.size + 1) / s.size, label=label)
+    for ax in (ax_h, ax_c):
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.grid(True, which="both", alpha=0.3)
+    ax_h.set_ylabel("frames")
+    ax_c.set_ylabel("fraction <= x")
+    ax_c.axhline(0.99, color="grey", lw=0.8, ls="--")
+    ax_h.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _clean(obj):
+    """JSON-safe copy: numpy scalars -> python, non-finite floats -> None, tuples -> lists."""
+    if isinstance(obj, Mapping):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, np.ndarray):
+        return _clean(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+INFERENCE_COLUMNS = [
+    ("model", "model"), ("size", "size"), ("engine", "engine"), ("threads", "threads"),
+    ("GFLOP", "gflop"), ("p50 ms", "latency_ms.p50"), ("p90 ms", "latency_ms.p90"),
+    ("p99 ms", "latency_ms.p99"), ("max ms", "latency_ms.max"), ("GFLOP/s", "gflops_per_s"),
+    ("n", "latency_ms.n"),
+]
+E2E_COLUMNS = [
+    ("pipeline", "pipeline"), ("stride ms", "stride_ms"), ("frames", "frames_received"),
+    ("p50 ms", "latency_ms.p50"), ("p90 ms", "latency_ms.p90"), ("p99 ms", "latency_ms.p99"),
+    ("p99.9 ms", "latency_ms.p99.9"), ("max ms", "latency_ms.max"),
+    ("interval jitter ms (sd)", "frame_interval_ms.sd"), ("skipped windows", "skipped_windows"),
+    ("dropped samples", "dropped_samples"), ("CPU %", "cpu_percent"),
+]
+STAGE_COLUMNS = [
+    ("stride ms", "stride_ms"), ("wait (newest->pulled)", "stages_ms.wait.p50"),
+    ("assemble", "stages_ms.assemble.p50"), ("normalise", "stages_ms.normalise.p50"),
+    ("infer", "stages_ms.infer.p50"), ("publish", "stages_ms.publish.p50"),
+    ("transport", "stages_ms.transport.p50"), ("infer p99", "stages_ms.infer.p99"),
+    ("e2e - infer p99", "e2e_minus_infer_ms.p99"),
+]
+ACQ_COLUMNS = [
+    ("client", "client"), ("n", "latency_ms.n"), ("p50 ms", "latency_ms.p50"),
+    ("p90 ms", "latency_ms.p90"), ("p99 ms", "latency_ms.p99"), ("max ms", "latency_ms.max"),
+]
+
+
+def markdown_report(results: Mapping) -> str:
+    """The human-readable report: machine, then one table per part that ran."""
+    m = results.get("machine", {})
+    pk = m.get("packages", {})
+    lines = ["# rtdecode benchmark", "",
+             f"- machine: {m.get('cpu_model')} ({m.get('cores')} cores, {m.get('memory_gib')} GiB), "
+             f"{m.get('platform')}",
+             f"- python {m.get('python')}; onnxruntime {pk.get('onnxruntime')}; torch {pk.get('torch')}; "
+             f"pylsl {pk.get('pylsl')} (liblsl {pk.get('liblsl')}); pyzmq {pk.get('pyzmq')}; "
+             f"numpy {pk.get('numpy')}",
+             f"- load average before the run: {m.get('load_average_1_5_15')}; quick mode: {results.get('quick')}",
+             ]
+    if results.get("note"):
+        lines.append(f"- note: {results['note']}")
+    parts = results.get("parts", {})
+    inf = parts.get("inference")
+    if inf:
+        lines += ["", "## Inference (batch 1, warmed up)", ""]
+        if inf.get("skipped"):
+            lines.append(f"skipped: {inf['skipped']}")
+        lines.append(markdown_table(inf.get("rows", []), INFERENCE_COLUMNS))
+        for s in inf.get("notes", []):
+            lines.append(f"- {s}")
+    e2e = parts.get("e2e")
+    ft = parts.get("first_try")
+    rows = list((e2e or {}).get("runs", [])) + list((ft or {}).get("runs", []))
+    if rows:
+        lines += ["", "## End to end (newest sample's LSL timestamp -> frame received by a subscriber)", ""]
+        lines.append(markdown_table(rows, E2E_COLUMNS))
+        stage_rows = (e2e or {}).get("runs", [])
+        if stage_rows:
+            lines += ["", "Per-stage medians (ms) of rtdecode, from the frame headers:", ""]
+            lines.append(markdown_table(stage_rows, STAGE_COLUMNS))
+    cmp_ = parts.get("comparison")
+    if cmp_:
+        lines += ["", "## rtdecode vs first-try (same model, same stream)", ""]
+        lines.append(markdown_table(cmp_.get("rows", []), [
+            ("stride ms", "stride_ms"), ("first-try p50 / rtdecode p50", "ratio_p50"),
+            ("first-try p99 / rtdecode p99", "ratio_p99")]))
+    for name in ("e2e", "first_try"):
+        part = parts.get(name) or {}
+        for s in part.get("notes", []):
+            lines.append(f"- {name}: {s}")
+        if part.get("skipped"):
+            lines.append(f"- {name} skipped: {part['skipped']}")
+    acq = parts.get("mne_lsl")
+    if acq:
+        lines += ["", "## LSL acquisition latency (sample timestamp -> visible to the client)", ""]
+        if acq.get("skipped"):
+            lines.append(f"skipped: {acq['skipped']}")
+        else:
+            lines.append(markdown_table(acq.get("rows", []), ACQ_COLUMNS))
+        for s in acq.get("notes", []):
+            lines.append(f"- {s}")
+    targets = results.get("targets")
+    if targets:
+        lines += ["", "## Targets", ""]
+        for t in targets:
+            lines.append(f"- {t}")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(results: dict, series: Mapping[str, Mapping[str, np.ndarray]], out_dir: str | Path) -> dict:
+    """Save bench.json, bench.md and PNGs (one per entry of `series`); returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results = dict(results)
+    results.setdefault("schema", SCHEMA)
+    paths = {"json": out / "bench.json", "markdown": out / "bench.md", "plots": []}
+    for name, s in series.items():
+        p = plot_latencies(s, out / f"{name}.png", title=name.replace("_", " "))
+        if p is not None:
+            paths["plots"].append(str(p.name))
+    results["plots"] = paths["plots"]
+    paths["json"].write_text(json.dumps(_clean(results), indent=2))
+    paths["markdown"].write_text(markdown_report(results))
+    return {k: str(v) if isinstance(v, Path) else v for k, v in paths.items()}
