@@ -1,0 +1,121 @@
+"""`rtdecode frames DIR`: summarise, list and export a frame recording (from `record` or `serve --record`).
+
+  rtdecode frames DIR                     summary: frames, chunks, seq range, latency percentiles
+  rtdecode frames DIR --list              one line per chunk (file, frames, seq range, shape)
+  rtdecode frames DIR --export out.gif    animated GIF;  --export out_dir/  one PNG per frame
+  --phosphene                             export [frame | phosphene rendering] panels instead
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("frames", help="list or export a recorded frame directory",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("directory", help="recording directory (chunk-*.h5 files)")
+    p.add_argument("--list", action="store_true", help="list the chunk files")
+    p.add_argument("--export", default=None,
+                   help="write frames: a path ending in .gif (animation) or a directory (PNG per frame)")
+    p.add_argument("--start", type=int, default=0, help="first frame to export (0-based)")
+    p.add_argument("--stop", type=int, default=None, help="frame to stop before (default: the end)")
+    p.add_argument("--step", type=int, default=1, help="export every n-th frame")
+    p.add_argument("--fps", type=float, default=20.0, help="GIF frame rate")
+    p.add_argument("--phosphene", action="store_true",
+                   help="export side-by-side [frame | phosphenes] panels (builtin renderer)")
+    p.add_argument("--phosphenes", type=int, default=1024, help="number of phosphenes for --phosphene")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..recorder import open_recording_dir
+
+    rec = open_recording_dir(args.directory)
+    if not args.list and not args.export:
+        summary = rec.summary()
+        if args.json:
+            print(json.dumps(summary, indent=2, default=str))
+        else:
+            _print_summary(summary)
+        return 0
+    out: dict = {}
+    if args.list:
+        out["chunk_list"] = [c.as_dict() for c in rec.chunks]
+        out["bad_chunks"] = [f"{n}: {why}" for n, why in rec.bad_chunks]
+        out["incomplete_temp_files"] = rec.temp_files
+        out["frames"] = rec.n_frames
+    if args.export:
+        out["exported"] = export(rec, args.export, start=args.start, stop=args.stop, step=args.step,
+                                 fps=args.fps, phosphene=args.phosphene, n_phosphenes=args.phosphenes)
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+        return 0
+    if args.list:
+        for c in out["chunk_list"]:
+            print(f"{c['file']}  frames {c['frames']:5d}  seq {c['first_seq']}..{c['last_seq']}  "
+                  f"shape {c['shape']} {c['dtype']}")
+        for bad in out["bad_chunks"]:
+            print(f"unreadable: {bad}")
+        for t in out["incomplete_temp_files"]:
+            print(f"incomplete (ignored): {t}")
+        print(f"{rec.n_frames} frames in {len(rec.chunks)} chunks")
+    if args.export:
+        e = out["exported"]
+        print(f"exported {e['frames']} frames to {e['path']}")
+    return 0
+
+
+def _print_summary(s: dict) -> None:
+    print(f"{s['directory']}: {s['frames']} frames in {s['chunks']} chunks, "
+          f"seq {s['first_seq']}..{s['last_seq']}, seq gaps {s['latency']['seq_gaps']}, shapes {s['shapes']}")
+    for name, lat in s["latency"].items():
+        if isinstance(lat, dict) and lat.get("n"):
+            label = "newest sample -> receipt" if name == "receipt" else f"newest sample -> {name}"
+            print(f"  {label}: median {lat['median_ms']:.2f} ms, p95 {lat['p95_ms']:.2f} ms, "
+                  f"p99 {lat['p99_ms']:.2f} ms, max {lat['max_ms']:.2f} ms")
+    for bad in s["bad_chunks"]:
+        print(f"  unreadable: {bad}")
+    for t in s["incomplete_temp_files"]:
+        print(f"  incomplete (ignored): {t}")
+
+
+def export(rec, path: str, *, start: int = 0, stop: int | None = None, step: int = 1, fps: float = 20.0,
+           phosphene: bool = False, n_phosphenes: int = 1024) -> dict:
+    """Write frames start:stop:step as a GIF (path ends in .gif) or PNGs named frame-<seq>.png."""
+    from PIL import Image
+
+    from ..errors import ConfigError
+
+    renderer = None
+    if phosphene:
+        from ..display.phosphene import PhospheneRenderer
+
+        first = rec.chunks[0].shape if rec.chunks else (256, 256, 3)
+        renderer = PhospheneRenderer(n_phosphenes=n_phosphenes, size=(max(first[0], 128), max(first[1], 128)))
+
+    def panel(img):
+        if img.dtype != "uint8":
+            img = (img.clip(0.0, 1.0) * 255.0 + 0.5).astype("uint8")
+        return renderer.side_by_side(img) if renderer is not None else img
+
+    target = Path(path)
+    n = 0
+    if target.suffix.lower() == ".gif":
+        images = [Image.fromarray(panel(im)) for _, im in rec.iter_frames(start, stop, step)]
+        if not images:
+            raise ConfigError(f"no frames to export from {rec.directory} (start={start}, stop={stop})")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        images[0].save(target, save_all=True, append_images=images[1:], duration=max(1, int(1000 / fps)), loop=0)
+        n = len(images)
+    elif target.suffix == "" or target.is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+        for h, im in rec.iter_frames(start, stop, step):
+            Image.fromarray(panel(im)).save(target / f"frame-{int(h['seq']):08d}.png")
+            n += 1
+    else:
+        raise ConfigError(f"--export must end in .gif or name a directory (for PNGs), got {path!r}")
+    return {"path": str(target), "frames": n}
