@@ -1,0 +1,68 @@
+"""`rtdecode train --data S.h5`: train the homeomorphic decoder (needs the train extra: torch)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the homeomorphic decoder on a recorded/simulated session or TVSD",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", required=True, help="an rtdecode session .h5 (e.g. from `rtdecode simulate`) or a TVSD folder")
+    p.add_argument("--preset", choices=("fast", "paper"), default=None,
+                   help="base configuration (fast: 64x64 CPU demo model; paper: MonkeySee 96x96); default fast")
+    p.add_argument("--config", default=None, help="a JSON TrainConfig file (its 'preset' key picks the base)")
+    p.add_argument("--windows", choices=("spatiotemporal", "spatial"), default=None,
+                   help="input maps: 3 areas x 5 time windows, or one long window per array")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (preset value if omitted)")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size (preset: 8)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (preset: 2e-4)")
+    p.add_argument("--w-adv", type=float, default=None, help="adversarial loss weight (0: no discriminator)")
+    p.add_argument("--w-vgg", type=float, default=None, help="VGG19 feature loss weight (needs --vgg-weights)")
+    p.add_argument("--w-l1", type=float, default=None, help="L1 pixel loss weight")
+    p.add_argument("--vgg-weights", default=None,
+                   help="torchvision vgg19 state dict (.pth) or .safetensors; without it the VGG loss is off")
+    p.add_argument("--out", default="runs/train", help="output folder: best.pt, last.pt, config.json, history.jsonl")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="training device (default cpu)")
+    p.add_argument("--seed", type=int, default=None, help="seed of initialisation and batch order (default 0)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (0: min(2, cores))")
+    p.add_argument("--resume", default=None, help="continue from this checkpoint (its config is used)")
+    p.add_argument("--cache-dir", default=None, help="cache the assembled window maps here")
+    p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        from ..errors import ConfigError
+
+        raise ConfigError("training needs torch: pip install 'rtdecode[train]' (or the torch build for your GPU)") from None
+    from training.config import TrainConfig, preset
+    from training.train import resume_config, train_from_source
+
+    overrides = {"windows": args.windows, "epochs": args.epochs, "max_steps": args.max_steps,
+                 "batch_size": args.batch_size, "lr": args.lr, "w_adv": args.w_adv, "w_vgg": args.w_vgg,
+                 "w_l1": args.w_l1, "vgg_weights": args.vgg_weights, "device": args.device, "seed": args.seed,
+                 "num_threads": args.threads}
+    if args.resume:
+        config = resume_config(args.resume, **{k: overrides[k] for k in
+                                               ("epochs", "max_steps", "device", "num_threads", "vgg_weights")})
+    elif args.config:
+        config = TrainConfig.from_file(args.config)
+        if args.preset and args.preset != config.preset:
+            config = TrainConfig.from_dict({**config.to_dict(), **preset(args.preset).to_dict()}, source="--preset")
+        config = config.updated(**overrides)
+    else:
+        config = preset(args.preset or "fast").updated(**overrides)
+    result = train_from_source(args.data, config, args.out, resume=args.resume, cache_dir=args.cache_dir,
+                               progress=not args.no_progress)
+    if result.note:
+        print(f"note: {result.note}")
+    last = result.history[-1] if result.history else {}
+    print(f"trained {result.step} steps; best val {config.val_metric} {result.best_metric:.4f}"
+          + (f", last val pixel corr {last.get('val_pixel_corr')}" if last else "")
+          + f"; checkpoints {result.best} and {result.last}")
+    return 0

@@ -1,0 +1,294 @@
+"""Training loop of the homeomorphic decoder (pix2pix-style, with optional discriminator).
+
+`train(data, config, out_dir)` fits a HomeomorphicDecoder on a DecodingData: Adam (2e-4, betas
+0.5/0.999), seeded, tqdm progress, periodic validation (L1, pixel correlation) with a log line,
+`last.pt` at every validation and `best.pt` at the best validation metric. `resume=` continues a
+run from a checkpoint at the exact step (the epoch order is a function of seed and epoch).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rtdecode.errors import ConfigError
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .losses import DecoderLoss, ImagePool
+from .model import HomeomorphicDecoder, PatchDiscriminator, count_parameters, sigma_init_for
+
+log = logging.getLogger(__name__)
+N_SAMPLE_INPUTS = 4
+
+
+@dataclass
+class TrainResult:
+    """Where the checkpoints are and how the run went."""
+
+    out_dir: Path
+    best: Path
+    last: Path
+    step: int
+    best_metric: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+    note: str = ""
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("device 'cuda' was asked for but torch sees no CUDA GPU "
+                              f"(torch {torch.__version__}, cuda build: {torch.version.cuda}); use --device cpu")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def set_threads(n: int) -> int:
+    """Use n threads (0: min(2, cores)); this project's boxes have 2 cores shared with I/O."""
+    n = n or max(1, min(2, os.cpu_count() or 1))
+    torch.set_num_threads(n)
+    return n
+
+
+def build_model(data: Any, config: TrainConfig) -> HomeomorphicDecoder:
+    """A decoder for this data; RF centres start at the layout's known centres where given."""
+    h, w = data.image_size
+    if h != w or h != config.image_size:
+        raise ConfigError(f"data images are {h}x{w} but the config wants image_size={config.image_size}; "
+                          "load the data with the same image_size")
+    model = HomeomorphicDecoder(data.n_maps, data.n_electrodes, config.image_size, config.widths,
+                                rf_normalise=config.rf_normalise, rf_norm_eps=config.rf_norm_eps,
+                                learn_rf=config.learn_rf, dropout=config.dropout, mask=data.mask)
+    sigmas = sigma_init_for(data.layout.electrode_areas(), config.rf_sigma_init)
+    if data.layout.rf_sigmas is not None:
+        known = np.asarray(data.layout.rf_sigmas, dtype=np.float64)[data.layout.used_channels]
+        sigmas = np.where(np.isfinite(known) & (known > 0), known, sigmas)
+    model.rf.init_rf(data.rf_known, sigmas)
+    return model
+
+
+def pixel_corr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image Pearson correlation over all pixels and channels -> [B]."""
+    p = pred.flatten(1) - pred.flatten(1).mean(1, keepdim=True)
+    t = target.flatten(1) - target.flatten(1).mean(1, keepdim=True)
+    return (p * t).sum(1) / (p.norm(dim=1) * t.norm(dim=1) + 1e-8)
+
+
+@torch.no_grad()
+def predict(model: HomeomorphicDecoder, x: np.ndarray, device: torch.device, batch: int = 64) -> torch.Tensor:
+    was = model.training
+    model.eval()
+    out = [model(torch.as_tensor(x[i:i + batch], device=device)).cpu() for i in range(0, len(x), batch)]
+    model.train(was)
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def validate(model: HomeomorphicDecoder, x: np.ndarray, y: np.ndarray, device: torch.device) -> dict[str, float]:
+    pred = predict(model, x, device)
+    target = torch.as_tensor(y)
+    return {"l1": float((pred - target).abs().mean()), "pixel_corr": float(pixel_corr(pred, target).mean())}
+
+
+def _lr_factor(step: int, total: int, decay_from: float) -> float:
+    start = decay_from * total
+    if decay_from >= 1.0 or step < start:
+        return 1.0
+    return max(0.0, 1.0 - (step - start) / max(1.0, total - start))
+
+
+def train(data: Any, config: TrainConfig, out_dir: str | Path, *, resume: str | Path | None = None,
+          progress: bool = True, data_info: dict[str, Any] | None = None) -> TrainResult:
+    """Fit the decoder on `data` (a training.data.DecodingData); checkpoints go to out_dir."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    threads = set_threads(config.num_threads)
+    device = pick_device(config.device)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed % (2 ** 32))
+
+    model = build_model(data, config).to(device)
+    losses = DecoderLoss(config.w_adv, config.w_vgg, config.w_l1, config.w_mse, config.vgg_weights).to(device)
+    disc = PatchDiscriminator(data.n_maps + 3, config.disc_widths).to(device) if losses.uses_discriminator else None
+    rf_params = [model.rf.centres, model.rf.log_sigma]
+    gen_params = [p for n, p in model.named_parameters() if not n.startswith("rf.")]
+    opt_g = torch.optim.Adam([{"params": gen_params, "lr": config.lr},
+                              {"params": rf_params, "lr": config.lr * config.rf_lr_scale}],
+                             betas=(config.beta1, config.beta2))
+    opt_d = (torch.optim.Adam(disc.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
+             if disc is not None else None)
+    base_lrs = [g["lr"] for g in opt_g.param_groups]
+    pool = ImagePool(config.pool_size, seed=config.seed)
+
+    n_train = int(data.train_x.shape[0])
+    if n_train == 0:
+        raise ConfigError("the training split is empty")
+    steps_per_epoch = max(1, n_train // config.batch_size)
+    total = config.max_steps if config.max_steps > 0 else config.epochs * steps_per_epoch
+    val_every = config.val_every or steps_per_epoch
+    has_val = data.val_x.shape[0] > 0
+    val_x, val_y = (data.val_x, data.val_y) if has_val else (data.train_x[:64], data.train_y[:64])
+    sample_inputs = val_x[:N_SAMPLE_INPUTS]
+    higher_better = config.val_metric == "pixel_corr"
+    step, best, history = 0, (-math.inf if higher_better else math.inf), []
+
+    if resume is not None:
+        ckpt = load_checkpoint(resume)
+        model.load_state_dict(ckpt["model"])
+        if disc is not None and ckpt.get("disc") is not None:
+            disc.load_state_dict(ckpt["disc"])
+        if ckpt.get("opt_g") is not None:
+            opt_g.load_state_dict(ckpt["opt_g"])
+        if opt_d is not None and ckpt.get("opt_d") is not None:
+            opt_d.load_state_dict(ckpt["opt_d"])
+        step = int(ckpt["step"])
+        if ckpt.get("best_metric") is not None:
+            best = float(ckpt["best_metric"])
+        history = json.loads(ckpt.get("history") or "[]")
+        if ckpt.get("torch_rng") is not None:
+            torch.set_rng_state(ckpt["torch_rng"])
+        log.info("resumed from %s at step %d", resume, step)
+
+    info = {"source": str(getattr(data, "source", "")), "windows": data.plan.preset, "image_size": config.image_size,
+            "split": list(config.split), "data_seed": config.data_seed, "n_train": n_train,
+            "n_val": int(data.val_x.shape[0]), "n_test": int(data.test_x.shape[0]), **(data_info or {})}
+    common = {"config": config, "norm_mean": data.normaliser.mean, "norm_std": data.normaliser.std,
+              "layout_json": data.layout.to_json(), "plan_json": data.plan.to_json(), "data_info": info,
+              "sample_inputs": sample_inputs}
+    best_path, last_path = out / "best.pt", out / "last.pt"
+    (out / "config.json").write_text(config.to_json())
+    log.info("training %s: %d parameters (+%s discriminator), %d train samples, %d steps/epoch, %d steps, "
+             "device %s, %d threads", config.preset, count_parameters(model),
+             count_parameters(disc) if disc is not None else 0, n_train, steps_per_epoch, total, device, threads)
+
+    x_all = torch.as_tensor(data.train_x)
+    y_all = torch.as_tensor(data.train_y)
+    bar = _bar(total, step, progress)
+    t0 = time.perf_counter()
+    running: dict[str, float] = {}
+    model.train()
+    while step < total:
+        epoch, within = divmod(step, steps_per_epoch)
+        perm = np.random.default_rng([config.seed, epoch]).permutation(n_train)
+        idx = perm[within * config.batch_size:(within + 1) * config.batch_size]
+        x = x_all[idx].to(device, non_blocking=True)
+        y = y_all[idx].to(device, non_blocking=True)
+        factor = _lr_factor(step, total, config.lr_decay_from)
+        for g, lr in zip(opt_g.param_groups, base_lrs, strict=True):
+            g["lr"] = lr * factor
+        if opt_d is not None:
+            for g in opt_d.param_groups:
+                g["lr"] = config.lr * factor
+
+        maps = model.rf(x)
+        fake = model.generator(maps)
+        parts: dict[str, float] = {}
+        if disc is not None and opt_d is not None:
+            pm, pf = pool.query(maps, fake)
+            d_loss = losses.discriminator(disc(maps.detach(), y), disc(pm, pf))
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            parts["d"] = float(d_loss.detach())
+            disc.requires_grad_(False)
+            g_loss, gparts = losses.generator(fake, y, disc(maps.detach(), fake))
+            disc.requires_grad_(True)
+        else:
+            g_loss, gparts = losses.generator(fake, y)
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        with torch.no_grad():
+            model.rf.centres.clamp_(-0.25, 1.25)
+            model.rf.log_sigma.clamp_(math.log(0.5 / config.image_size), math.log(1.0))
+        parts.update(gparts)
+        parts["g"] = float(g_loss.detach())
+        for k, v in parts.items():
+            running[k] = 0.9 * running.get(k, v) + 0.1 * v
+        step += 1
+        bar.update(1)
+        if step % config.log_every == 0:
+            bar.set_postfix({k: f"{v:.4f}" for k, v in running.items()}, refresh=False)
+            if not progress:
+                log.info("step %d/%d %s", step, total, " ".join(f"{k}={v:.4f}" for k, v in running.items()))
+
+        if step % val_every == 0 or step == total:
+            metrics = validate(model, val_x, val_y, device)
+            rec = {"step": step, "epoch": step / steps_per_epoch, "time_s": round(time.perf_counter() - t0, 1),
+                   **{f"val_{k}": round(v, 5) for k, v in metrics.items()},
+                   **{f"train_{k}": round(v, 5) for k, v in running.items()}}
+            history.append(rec)
+            value = metrics[config.val_metric]
+            improved = value > best if higher_better else value < best
+            msg = (f"step {step}/{total} epoch {step / steps_per_epoch:.2f}: val L1 {metrics['l1']:.4f}, "
+                   f"val pixel corr {metrics['pixel_corr']:.4f}" + (" (best)" if improved else ""))
+            _write(bar, msg, progress)
+            log.info(msg)
+            if improved:
+                best = value
+            state = dict(model=model, step=step, epoch=epoch, disc=disc, opt_g=opt_g, opt_d=opt_d,
+                         best_metric=best, history=history, **common)
+            save_checkpoint(last_path, **state)
+            if improved:
+                save_checkpoint(best_path, **state)
+            with open(out / "history.jsonl", "a") as f:
+                f.write(json.dumps(rec) + "\n")
+    bar.close()
+    if not best_path.exists():  # e.g. resumed at the end
+        save_checkpoint(best_path, model=model, step=step, epoch=step // steps_per_epoch, disc=disc, opt_g=opt_g,
+                        opt_d=opt_d, best_metric=best, history=history, **common)
+    return TrainResult(out, best_path, last_path, step, best, history, losses.note)
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, *a: Any, **k: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _bar(total: int, initial: int, enabled: bool) -> Any:
+    if not enabled:
+        return _NoBar()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, initial=initial, desc="train", unit="step", mininterval=1.0)
+
+
+def _write(bar: Any, msg: str, progress: bool) -> None:
+    if progress and hasattr(bar, "write"):
+        bar.write(msg)
+
+
+def train_from_source(source: str | Path, config: TrainConfig, out_dir: str | Path, *,
+                      resume: str | Path | None = None, cache_dir: str | Path | None = None,
+                      progress: bool = True) -> TrainResult:
+    """Load a session .h5 / TVSD folder with the config's windows, size and split, then train."""
+    from .data import load_decoding_data
+
+    data = load_decoding_data(source, windows=config.windows, image_size=config.image_size, split=config.split,
+                              seed=config.data_seed, cache_dir=cache_dir, progress=progress)
+    return train(data, config, out_dir, resume=resume, progress=progress,
+                 data_info={"source": str(Path(source).resolve())})
+
+
+def resume_config(checkpoint: str | Path, **overrides: Any) -> TrainConfig:
+    """The config stored in a checkpoint, with run-length/device options overridden (None = keep)."""
+    ckpt = load_checkpoint(checkpoint)
+    cfg = TrainConfig.from_dict(json.loads(ckpt["config"]), source=f"{checkpoint} config")
+    return cfg.updated(**overrides)
