@@ -1,0 +1,95 @@
+"""`rtdecode serve --stream MUA --model M.onnx`: decode a live LSL stream and publish frames on ZeroMQ.
+
+Settings come from ServeConfig defaults, then `--config FILE` (TOML/JSON), then the flags given
+here. SIGINT/SIGTERM stop the service cleanly and print the summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+
+from ..config import BAD_SAMPLE_POLICIES, FRAME_DTYPES, LSL_SCOPES, MODES, ServeConfig
+
+log = logging.getLogger(__name__)
+
+_D = ServeConfig()
+_CHOICES = {"mode": MODES, "frame_dtype": FRAME_DTYPES, "on_bad_samples": BAD_SAMPLE_POLICIES,
+            "lsl_scope": LSL_SCOPES}
+
+# (flag, config key, type, help); type None = store_true/false pair handled separately
+_FLAGS = (
+    ("--stream", "stream", str, "LSL stream name or type to read"),
+    ("--model", "model", str, "rtdecode ONNX decoder (its metadata holds layout, windows, normalisation)"),
+    ("--engine", "engine", str, "inference engine: onnxruntime, ort-cuda, ort-tensorrt, tensorrt, torch-cuda, "
+                                "torch-cpu, or auto (picks the fastest that runs here and says why)"),
+    ("--threads", "threads", int, "engine intra-op threads (None: the engine's choice)"),
+    ("--stride-ms", "stride_ms", float, "one frame per this much new data (16 ~ 60 Hz; 1 = every sample at 1 kHz)"),
+    ("--mode", "mode", str, "sliding: newest complete window; event: one frame per onset marker"),
+    ("--markers", "marker_stream", str, "LSL marker stream (name or type) for --mode event"),
+    ("--address", "address", str, "ZeroMQ PUB address (binding beyond 127.0.0.1 must be asked for here)"),
+    ("--sndhwm", "sndhwm", int, "PUB high-water mark: frames queued per slow subscriber before dropping"),
+    ("--frame-dtype", "frame_dtype", str, "payload: uint8 (0..255) or float32 (0..1)"),
+    ("--buffer-s", "buffer_s", float, "ring buffer length in seconds"),
+    ("--on-bad-samples", "on_bad_samples", str, "windows with NaN/Inf or spanning a gap: skip or flag"),
+    ("--max-lag-ms", "max_lag_ms", float, "skip windows whose newest sample is older than this"),
+    ("--resolve-timeout", "resolve_timeout_s", float, "seconds to wait for the stream to appear"),
+    ("--reconnect-timeout", "reconnect_timeout_s", float, "stop when a lost stream stays away this long"),
+    ("--lsl-scope", "lsl_scope", str, "LSL discovery: machine (this computer) or network"),
+    ("--record", "record", str, "also record frames and telemetry into this directory"),
+    ("--status-interval", "status_interval_s", float, "seconds between status lines (0: off)"),
+    ("--duration", "duration_s", float, "stop after this many seconds"),
+    ("--max-frames", "max_frames", int, "stop after this many frames"),
+)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="decode a live LSL MUA stream and publish frames over ZeroMQ",
+                       description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", help="TOML or JSON file of serve settings (flags given here override it)",
+                   default=argparse.SUPPRESS)
+    for flag, key, typ, text in _FLAGS:
+        # SUPPRESS: absent flags do not override the config file; the default is shown by hand
+        p.add_argument(flag, dest=key, type=typ, default=argparse.SUPPRESS, choices=_CHOICES.get(key),
+                       help=f"{text} (default: {getattr(_D, key)})")
+    p.add_argument("--no-reconnect", dest="reconnect", action="store_false", default=argparse.SUPPRESS,
+                   help="stop when the outlet vanishes instead of reconnecting")
+    p.add_argument("--summary-json", default=None, help="write the final summary (JSON) to this file")
+    p.set_defaults(func=run)
+
+
+def build_config(args: argparse.Namespace) -> ServeConfig:
+    """Defaults <- config file <- flags."""
+    cfg = ServeConfig.from_file(args.config) if getattr(args, "config", None) else ServeConfig()
+    keys = set(ServeConfig.field_names())
+    flags = {k: v for k, v in vars(args).items() if k in keys}
+    return cfg.override(flags, source="command line")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..service import DecoderService
+
+    cfg = build_config(args)
+    service = DecoderService(cfg, announce=print)  # --engine auto prints its choice and reasons
+
+    def _on_signal(signum, _frame):
+        service.stop(f"signal {signal.Signals(signum).name}")
+
+    old = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        summary = service.run()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    print(summary.text())
+    if args.summary_json:
+        with open(args.summary_json, "w") as f:
+            json.dump({"config": cfg.to_dict(), **summary.to_dict()}, f, indent=2, default=str)
+    if summary.error:
+        print(f"rtdecode serve: error: {summary.error}", file=sys.stderr)
+        return 1
+    return 0
+

@@ -1,0 +1,345 @@
+"""The decoding service: LSL ring buffer -> windows -> normaliser -> engine -> ZeroMQ frames.
+
+`DecoderService(config).run()` blocks until stopped (`stop()`, a signal handler calling it,
+`duration_s` or `max_frames`) and returns a `ServeSummary`.
+
+Scheduling. Sliding mode is driven by the data: whenever the newest reference sample whose
+whole span [t, t + span) has arrived is at least one stride past the last decoded one, the
+service decodes THAT newest window (never a queued older one). Windows that fell due while
+the service was busy are counted as skipped "stale". Event mode decodes one window per onset
+marker, once the window's span has arrived.
+
+Policy per error class (see docs/serving.md): config/model/engine/stream-mismatch errors stop
+at start-up; a lost outlet is reconnected by the source; windows holding NaN/Inf or spanning a
+gap are skipped or decoded with a flag (`on_bad_samples`); a failed source thread stops the
+service cleanly (or re-raises with RTDECODE_RAISE_IN_THREADS=1).
+
+Hot path: no per-frame allocation of arrays. Windows are read as views of the ring,
+assembled straight into the engine's bound input, normalised in place, and encoded into a
+preallocated payload; only the small JSON header is built per frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .config import ServeConfig
+from .errors import ConfigError, RtdecodeError
+from .protocol import FrameHeader
+from .ringbuffer import FLAG_NAMES, FLAG_NAN
+from .telemetry import Telemetry, summary_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServeSummary:
+    """What a finished run did (JSON-able via to_dict)."""
+
+    frames: int
+    skipped: dict[str, int]
+    stop_reason: str
+    telemetry: dict[str, Any]
+    engine: str = ""
+    model_id: str = ""
+    stream: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"frames": self.frames, "skipped": self.skipped, "stop_reason": self.stop_reason,
+                "error": self.error, "engine": self.engine, "model_id": self.model_id,
+                "stream": self.stream, "telemetry": self.telemetry}
+
+    def text(self) -> str:
+        head = [f"stopped: {self.stop_reason}", f"model {self.model_id} on {self.engine}"]
+        if self.error:
+            head.append(f"error: {self.error}")
+        return "\n".join(head) + "\n" + summary_text(self.telemetry)
+
+
+class DecoderService:
+    """One stream, one model, one publisher (+ extra sinks with write(header, image) and close()).
+
+    Sinks receive the header and the payload array [H, W, 3]; the array is reused for the next
+    frame, so a sink that keeps it must copy it.
+    """
+
+    def __init__(self, config: ServeConfig, *, sinks: Iterable[Any] = (),
+                 stop_event: threading.Event | None = None, announce: Callable[[str], None] | None = None):
+        if not isinstance(config, ServeConfig):
+            raise ConfigError(f"DecoderService needs a ServeConfig, got {type(config).__name__}")
+        if not config.model:
+            raise ConfigError("no model given: set 'model' (--model M.onnx)")
+        self.config = config
+        self.sinks = list(sinks)
+        self.announce = announce or (lambda text: log.info("%s", text))
+        self.stop_event = stop_event or threading.Event()
+        self.telemetry = Telemetry()
+        self.contract: Any = None
+        self.engine: Any = None
+        self.source: Any = None
+        self.publisher: Any = None
+        self.endpoint: str | None = None  # the bound address (tcp://...:port), once started
+        self.started = threading.Event()  # set when the loop is about to run (for tests, demos)
+        self._stop_reason = "stopped"
+
+    def stop(self, reason: str = "stop requested") -> None:
+        """Ask the loop to finish (thread- and signal-safe)."""
+        if not self.stop_event.is_set():
+            self._stop_reason = reason
+        self.stop_event.set()
+        if self.source is not None:
+            self.source.wake.set()
+
+    # ---- set-up --------------------------------------------------------------------------
+    def _setup(self) -> None:
+        from .contract import read_contract
+        from .engines import create_engine
+        from .lslconfig import configure_lsl
+        from .publisher import FrameEncoder, FramePublisher
+        from .sources.lsl_inlet import LslSource
+
+        cfg = self.config
+        configure_lsl(scope=cfg.lsl_scope)
+        self.contract = c = read_contract(cfg.model)
+        opts = {} if cfg.threads is None else {"threads": cfg.threads}
+        self.engine = create_engine(cfg.engine, cfg.model, c, **opts)
+        selection = getattr(self.engine, "selection", None)
+        if selection is not None:  # --engine auto: which engine and why the faster ones were passed over
+            self.announce(selection.summary())
+        self.announce(f"engine: {self.engine.describe()}")
+        m, e = c.input_shape
+        bound = getattr(self.engine, "x", None)
+        if isinstance(bound, np.ndarray) and bound.shape == (1, m, e) and bound.dtype == np.float32 \
+                and bound.flags.c_contiguous:
+            self.x = bound  # assemble straight into the engine's bound input
+        else:
+            self.x = np.zeros((1, m, e), dtype=np.float32)
+        for _ in range(3):  # warm-up: first runs allocate and tune
+            self.engine.infer(self.x)
+        self.assembler = c.assembler()
+        self.normaliser = c.normaliser()
+        self.encoder = FrameEncoder(c.image_height, c.image_width, cfg.frame_dtype)
+        fs = c.plan.sampling_rate_hz
+        self.span = c.plan.span
+        self.stride = max(1, int(round(cfg.stride_ms * fs / 1000.0)))
+        capacity = max(int(round(cfg.buffer_s * fs)), 4 * self.span, 4 * self.stride, 64)
+        if cfg.binds_beyond_loopback:
+            log.warning("publishing frames on %s: reachable from other machines", cfg.address)
+        self.publisher = FramePublisher(cfg.address, sndhwm=cfg.sndhwm)
+        self.endpoint = self.publisher.endpoint
+        if cfg.record:
+            try:
+                from .recorder import FrameRecorder
+            except ImportError as err:
+                raise ConfigError(f"record={cfg.record!r} needs rtdecode.recorder, which is not installed") from err
+            self.sinks.append(FrameRecorder(cfg.record))
+        self.source = LslSource(
+            cfg.stream, n_channels=c.layout.n_channels, sampling_rate_hz=fs, capacity=capacity,
+            telemetry=self.telemetry, resolve_timeout_s=cfg.resolve_timeout_s, reconnect=cfg.reconnect,
+            reconnect_timeout_s=cfg.reconnect_timeout_s, backoff_s=cfg.reconnect_backoff_s,
+            backoff_max_s=cfg.reconnect_backoff_max_s,
+            marker_query=cfg.marker_stream if cfg.mode == "event" else None)
+        self.source.open()
+        self.announce(f"serving model {c.model_id} ({m} maps x {e} electrodes, span {self.span} samples, "
+                      f"stride {self.stride} samples, {cfg.mode} mode) from stream {self.source.info['name']!r} "
+                      f"to {self.endpoint}")
+
+    def _teardown(self) -> None:
+        if self.source is not None:
+            self.source.stop()
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as e:  # a sink that fails to close must not hide the summary
+                log.error("closing sink %r failed: %s", sink, e)
+        if self.publisher is not None:
+            self.telemetry.publish_dropped = self.publisher.dropped
+            self.publisher.close()
+        if self.engine is not None:
+            self.engine.close()
+
+    # ---- loop ----------------------------------------------------------------------------
+    def run(self) -> ServeSummary:
+        from .sources import raise_in_threads
+
+        error: str | None = None
+        try:
+            self._setup()
+            self.source.start()
+            self.telemetry.started = time.monotonic()
+            self.started.set()
+            if self.config.mode == "event":
+                self._loop_event()
+            else:
+                self._loop_sliding()
+            if self.source.error is not None:
+                err = self.source.error
+                if raise_in_threads():
+                    raise err
+                error = f"{type(err).__name__}: {err}"
+                self._stop_reason = "source failed"
+        finally:
+            self.started.set()
+            self._teardown()
+        snap = self.telemetry.snapshot()
+        return ServeSummary(frames=self.telemetry.frames, skipped=dict(self.telemetry.skipped),
+                            stop_reason=self._stop_reason, telemetry=snap,
+                            engine=self.engine.describe() if self.engine else "",
+                            model_id=self.contract.model_id if self.contract else "",
+                            stream=dict(self.source.info) if self.source else {}, error=error)
+
+    def _should_stop(self, t_end: float) -> bool:
+        cfg = self.config
+        if self.stop_event.is_set():
+            return True
+        if self.source.error is not None:
+            return True
+        if cfg.max_frames is not None and self.telemetry.frames >= cfg.max_frames:
+            self._stop_reason = f"max_frames {cfg.max_frames} reached"
+            return True
+        if time.monotonic() >= t_end:
+            self._stop_reason = f"duration {cfg.duration_s:g} s reached"
+            return True
+        return False
+
+    def _status(self, now: float) -> None:
+        iv = self.config.status_interval_s
+        if iv > 0 and now >= self._next_status:
+            self._next_status = now + iv
+            log.info("%s", self.telemetry.status_line(now))
+            for sink in self.sinks:
+                if hasattr(sink, "write_telemetry"):
+                    snap = self.telemetry.snapshot()
+                    snap.pop("events", None)
+                    sink.write_telemetry(snap)
+
+    def _loop_sliding(self) -> None:
+        ring, wake, span, stride = self.source.ring, self.source.wake, self.span, self.stride
+        t_end = math.inf if self.config.duration_s is None else time.monotonic() + self.config.duration_s
+        self._next_status = time.monotonic() + self.config.status_interval_s
+        last_ref = -(1 << 62)
+        while not self._should_stop(t_end):
+            wake.clear()
+            ref = ring.count - span
+            if ref < 0 or ref < last_ref + stride:
+                wake.wait(0.05)
+                self._status(time.monotonic())
+                continue
+            if last_ref >= 0:
+                missed = (ref - last_ref) // stride - 1
+                if missed > 0:
+                    self.telemetry.skip("stale", missed)
+            last_ref = ref
+            self._decode(ref, None)
+            self._status(time.monotonic())
+
+    def _loop_event(self) -> None:
+        src = self.source
+        ring, wake, span = src.ring, src.wake, self.span
+        tol = 0.5 / self.contract.plan.sampling_rate_hz
+        t_end = math.inf if self.config.duration_s is None else time.monotonic() + self.config.duration_s
+        self._next_status = time.monotonic() + self.config.status_interval_s
+        pending: list[tuple[float, dict]] = []
+        while not self._should_stop(t_end):
+            wake.clear()
+            while src.markers:
+                t, d = src.markers.popleft()
+                if d.get("event") == "onset":
+                    pending.append((t, d))
+            progressed = False
+            while pending:
+                t, d = pending[0]
+                idx = ring.find_time(t, tol)
+                if idx is None:
+                    break  # the onset's sample has not arrived yet
+                if idx < 0 or idx < ring.oldest:
+                    self.telemetry.skip("overwritten")
+                    pending.pop(0)
+                    continue
+                if idx + span > ring.count:
+                    break  # its span is still arriving
+                pending.pop(0)
+                image = d.get("image")
+                self._decode(idx, int(image) if isinstance(image, (int, float)) else None)
+                progressed = True
+            if not progressed:
+                wake.wait(0.05)
+            self._status(time.monotonic())
+
+    def _decode(self, ref: int, stimulus: int | None) -> bool:
+        """Decode the window starting at absolute sample `ref` and publish it; False if skipped."""
+        t_start = time.monotonic()
+        ring, span, tel = self.source.ring, self.span, self.telemetry
+        newest = ref + span - 1
+        bad = ring.window_flags(ref, span)
+        flags: list[str] = []
+        if bad:
+            names = [FLAG_NAMES[b] for b in sorted(FLAG_NAMES) if bad & b]
+            if self.config.on_bad_samples == "skip":
+                tel.skip(names[0])
+                return False
+            flags = names
+        newest_ts = ring.timestamp(newest)
+        ref_ts = ring.timestamp(ref)
+        pulled = ring.arrival(newest)
+        if self.config.max_lag_ms is not None and (t_start - newest_ts) * 1000.0 > self.config.max_lag_ms:
+            tel.skip("lagging")
+            return False
+        block = ring.window(ref, span)
+        if block is None:
+            tel.skip("overwritten")
+            return False
+        x = self.x
+        self.assembler.assemble(block, out=x[0])
+        if not ring.intact(ref):
+            tel.skip("overwritten")
+            return False
+        t_asm = time.monotonic()
+        self.normaliser(x[0])
+        if bad & FLAG_NAN:
+            np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)  # NaN maps -> training mean
+        t_norm = time.monotonic()
+        y = self.engine.infer(x)
+        t_inf = time.monotonic()
+        payload = self.encoder.encode(y[0])
+        header = FrameHeader(seq=tel.frames, model_id=self.contract.model_id, ref_time=ref_ts,
+                             newest_ts=newest_ts, shape=self.encoder.shape, dtype=self.encoder.dtype,
+                             stages={"pulled": pulled, "started": t_start, "assembled": t_asm,
+                                     "normalised": t_norm, "inferred": t_inf},
+                             flags=flags, skipped=tel.skipped_total, stimulus=stimulus)
+        t_pub = time.monotonic()
+        header.stages["published"] = t_pub
+        self.publisher.publish(header, payload)
+        for sink in list(self.sinks):
+            try:
+                sink.write(header, payload)
+            except Exception as e:  # a broken sink is dropped; the display keeps getting frames
+                log.error("sink %r failed and is dropped: %s: %s", sink, type(e).__name__, e)
+                tel.event("sink_failed", sink=repr(sink), error=str(e))
+                self.sinks.remove(sink)
+        t_done = time.monotonic()
+        tel.record_frame({"transport": pulled - newest_ts, "wait": t_start - pulled,
+                          "assemble": t_asm - t_start, "normalise": t_norm - t_asm, "infer": t_inf - t_norm,
+                          "publish": t_done - t_inf, "end_to_end": t_pub - newest_ts})
+        return True
+
+
+def run_service(config: ServeConfig, **kwargs: Any) -> ServeSummary:
+    """Convenience: build and run a DecoderService (blocking)."""
+    return DecoderService(config, **kwargs).run()
+
+
+__all__ = ["DecoderService", "ServeSummary", "ServeConfig", "run_service", "RtdecodeError"]

@@ -1,0 +1,331 @@
+"""LSL inlet source: resolve the MUA stream, check it against the model, pull it into the ring.
+
+- Resolution by name OR type (`--stream MUA` matches either) within a timeout; on failure a
+  StreamNotFoundError lists every stream that was seen (name, type, channels, format, rate, host).
+- Start-up checks (StreamMismatchError naming the stream and the numbers): channel count equal
+  to the layout's, format float32 (double64 is accepted and converted, with a log line), nominal
+  rate equal to the model's sampling rate (within 0.1%).
+- A thread pulls chunks with pull_chunk(dest_obj=staging, min_samples=1) - liblsl writes into a
+  preallocated array - checks them and writes them into the ring:
+  gaps (dt > 1.5 / fs), out-of-order and duplicated timestamps, NaN/Inf samples are counted,
+  flagged per sample in the ring (see ringbuffer.FLAG_*) and remembered as bad ranges.
+- The inlet is opened with recover=False, so a vanished outlet raises pylsl's LostError; the
+  thread then re-resolves (by source_id when the stream has one, else by the original query)
+  with exponential backoff, flags the first sample after it as a gap, and resumes. It gives up
+  with StreamLostError after `reconnect_timeout_s`.
+- Optional marker inlet (string stream, JSON markers per rtdecode.recording.parse_marker),
+  polled by the same thread; onsets land in `markers` as (lsl_time, event dict).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from ..errors import StreamLostError, StreamMismatchError, StreamNotFoundError
+from ..lslconfig import lsl
+from ..recording import parse_marker
+from ..ringbuffer import FLAG_DISORDER, FLAG_GAP, FLAG_NAN, RingBuffer
+from ..telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+RATE_TOLERANCE = 1e-3  # relative
+
+
+def describe_info(info: Any) -> str:
+    """'name' (type, N ch, format, rate Hz, host, source_id) of a pylsl StreamInfo."""
+    fmt = _format_name(info.channel_format())
+    sid = info.source_id()
+    return (f"{info.name()!r} (type {info.type()!r}, {info.channel_count()} ch, {fmt}, "
+            f"{info.nominal_srate():g} Hz, host {info.hostname()}{', source_id ' + repr(sid) if sid else ''})")
+
+
+def _format_name(fmt: int) -> str:
+    names = {1: "float32", 2: "double64", 3: "string", 4: "int32", 5: "int16", 6: "int8", 7: "int64"}
+    return names.get(int(fmt), f"format {fmt}")
+
+
+def _predicate(query: str) -> str:
+    q = '"' + query + '"' if "'" in query else "'" + query + "'"
+    return f"name={q} or type={q}"
+
+
+def resolve_stream(query: str, timeout_s: float, *, want_string: bool = False) -> Any:
+    """The StreamInfo whose name or type is `query` (name matches preferred), else StreamNotFoundError."""
+    pylsl = lsl()
+    infos = pylsl.resolve_bypred(_predicate(query), minimum=1, timeout=timeout_s)
+    if want_string:
+        infos = [i for i in infos if i.channel_format() == pylsl.cf_string] or infos
+    if not infos:
+        seen = [describe_info(i) for i in pylsl.resolve_streams(wait_time=min(1.0, timeout_s))]
+        raise StreamNotFoundError(f"no LSL stream named or typed {query!r} appeared within {timeout_s:g} s",
+                                  query=query, seen=seen)
+    infos.sort(key=lambda i: (i.name() != query, i.created_at()))
+    if len(infos) > 1:
+        log.warning("%d streams match %r; using %s (others: %s)", len(infos), query, describe_info(infos[0]),
+                    ", ".join(describe_info(i) for i in infos[1:]))
+    return infos[0]
+
+
+class LslSource:
+    """The MUA stream (and optional marker stream) read into a RingBuffer by a background thread.
+
+    Use: `src = LslSource(...); src.open(); src.start(); ...; src.stop()`. `ring`, `markers`,
+    `info` and `error` are read by the serve loop; `wake` is set after every chunk.
+    """
+
+    def __init__(self, query: str, *, n_channels: int, sampling_rate_hz: float, capacity: int,
+                 telemetry: Telemetry | None = None, resolve_timeout_s: float = 10.0,
+                 reconnect: bool = True, reconnect_timeout_s: float = 30.0, backoff_s: float = 0.1,
+                 backoff_max_s: float = 2.0, marker_query: str | None = None, max_chunk: int = 256,
+                 pull_timeout_s: float = 0.02, wake: threading.Event | None = None,
+                 clock_sync: bool = True, max_events: int = 200):
+        self.query = query
+        self.n_channels = int(n_channels)
+        self.fs = float(sampling_rate_hz)
+        self.capacity = int(capacity)
+        self.telemetry = telemetry or Telemetry()
+        self.resolve_timeout_s = float(resolve_timeout_s)
+        self.reconnect = reconnect
+        self.reconnect_timeout_s = float(reconnect_timeout_s)
+        self.backoff_s = float(backoff_s)
+        self.backoff_max_s = float(backoff_max_s)
+        self.marker_query = marker_query
+        self.max_chunk = max(1, min(int(max_chunk), self.capacity // 4 or 1))
+        self.pull_timeout_s = float(pull_timeout_s)
+        self.wake = wake or threading.Event()
+        self.clock_sync = clock_sync
+        self.ring = RingBuffer(self.capacity, self.n_channels)
+        self.markers: deque[tuple[float, dict]] = deque(maxlen=10000)
+        self.error: BaseException | None = None
+        self.info: dict[str, Any] = {}
+        self.converted_from_double = False
+        self._inlet: Any = None
+        self._marker_inlet: Any = None
+        self._stream_info: Any = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._last_ts = -math.inf
+        self._after_reconnect = False
+        self._staging: np.ndarray | None = None
+        self._flags = np.zeros(self.max_chunk, dtype=np.uint8)
+        self._gap_dt = 1.5 / self.fs
+
+    # ---- set-up --------------------------------------------------------------------------
+    def check(self, info: Any) -> None:
+        """Refuse a stream whose channels, format or rate disagree with the model."""
+        pylsl = lsl()
+        name = info.name()
+        if info.channel_count() != self.n_channels:
+            raise StreamMismatchError(f"has {info.channel_count()} channels; the model's layout expects "
+                                      f"{self.n_channels}", stream=name)
+        fmt = info.channel_format()
+        if fmt not in (pylsl.cf_float32, pylsl.cf_double64):
+            raise StreamMismatchError(f"channel format is {_format_name(fmt)}; expected float32 "
+                                      "(double64 is accepted and converted)", stream=name)
+        rate = info.nominal_srate()
+        if not rate > 0 or abs(rate - self.fs) > RATE_TOLERANCE * self.fs:
+            raise StreamMismatchError(f"nominal rate is {rate:g} Hz; the model was trained at {self.fs:g} Hz "
+                                      f"({'irregular streams are not supported' if not rate > 0 else 'resample the stream or retrain'})",
+                                      stream=name)
+
+    def open(self) -> LslSource:
+        """Resolve, check and connect (data stream, then marker stream). Raises on any mismatch."""
+        info = resolve_stream(self.query, self.resolve_timeout_s)
+        self.check(info)
+        self._connect(info)
+        pylsl = lsl()
+        self.converted_from_double = info.channel_format() == pylsl.cf_double64
+        if self.converted_from_double:
+            log.info("stream %r sends double64 samples; converting them to float32", info.name())
+        self.info = {"name": info.name(), "type": info.type(), "channels": info.channel_count(),
+                     "format": _format_name(info.channel_format()), "rate_hz": info.nominal_srate(),
+                     "host": info.hostname(), "source_id": info.source_id(),
+                     "converted_from_double": self.converted_from_double}
+        if self.marker_query:
+            minfo = resolve_stream(self.marker_query, self.resolve_timeout_s, want_string=True)
+            if minfo.channel_format() != pylsl.cf_string:
+                raise StreamMismatchError(f"marker stream has format {_format_name(minfo.channel_format())}; "
+                                          "expected string markers", stream=minfo.name())
+            self._marker_inlet = pylsl.StreamInlet(minfo, max_buflen=360, recover=True,
+                                                   processing_flags=self._proc_flags())
+            self._marker_inlet.open_stream(timeout=self.resolve_timeout_s)
+            self.info["markers"] = describe_info(minfo)
+        log.info("reading %s", describe_info(info))
+        return self
+
+    def _proc_flags(self) -> int:
+        pylsl = lsl()
+        return pylsl.proc_clocksync if self.clock_sync else pylsl.proc_none
+
+    def _connect(self, info: Any) -> None:
+        pylsl = lsl()
+        dtype = np.float64 if info.channel_format() == pylsl.cf_double64 else np.float32
+        if self._staging is None or self._staging.dtype != dtype:
+            self._staging = np.zeros((self.max_chunk, self.n_channels), dtype=dtype)
+        buflen = max(1, int(math.ceil(self.capacity / self.fs)))
+        inlet = pylsl.StreamInlet(info, max_buflen=buflen, recover=False,
+                                  processing_flags=self._proc_flags(), as_numpy=True)
+        try:
+            inlet.open_stream(timeout=self.resolve_timeout_s)
+        except Exception as e:
+            raise StreamLostError(f"cannot open the stream ({type(e).__name__}: {e})", stream=info.name()) from e
+        self._stream_info = info
+        self._inlet = inlet
+
+    # ---- thread --------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._inlet is None:
+            self.open()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"lsl-inlet-{self.query}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        for inlet in (self._inlet, self._marker_inlet):
+            if inlet is not None:
+                try:
+                    inlet.close_stream()
+                except Exception:  # closing a lost inlet may fail; nothing to do about it
+                    pass
+        self._inlet = self._marker_inlet = None
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        pylsl = lsl()
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._pull_once()
+                except pylsl.LostError:
+                    self._reconnect()
+                if self._marker_inlet is not None:
+                    self._pull_markers()
+        except BaseException as e:  # noqa: BLE001 - stored and handed to the service
+            self.error = e
+            log.error("LSL inlet thread stopped: %s: %s", type(e).__name__, e)
+        finally:
+            self.wake.set()
+
+    def _pull_once(self) -> None:
+        staging = self._staging
+        _, ts = self._inlet.pull_chunk(timeout=self.pull_timeout_s, max_samples=self.max_chunk,
+                                       dest_obj=staging, min_samples=1)
+        n = len(ts)
+        if n == 0:
+            return
+        arrival = time.monotonic()
+        data = staging[:n]
+        flags = self._flags[:n]
+        flags[:] = 0
+        self._check_chunk(data, ts, flags)
+        start = self.ring.write(data, ts, arrival, flags)
+        t = self.telemetry
+        t.samples += n
+        t.chunks += 1
+        t.newest_ts = float(ts[-1])
+        self._record_ranges(flags, start, ts)
+        self.wake.set()
+
+    def _check_chunk(self, data: np.ndarray, ts: np.ndarray, flags: np.ndarray) -> None:
+        t = self.telemetry
+        bad = ~np.isfinite(data).all(axis=1)
+        if bad.any():
+            flags[bad] |= FLAG_NAN
+            t.nan_samples += int(bad.sum())
+        ref = np.maximum.accumulate(np.concatenate(([self._last_ts], ts)))
+        dt = ts - ref[:-1]  # against the latest timestamp seen before each sample
+        if not math.isfinite(self._last_ts):
+            dt[0] = 1.0 / self.fs  # the very first sample follows nothing
+        self._last_ts = float(ref[-1])
+        gap = dt > self._gap_dt
+        if self._after_reconnect:
+            gap[0] = True
+            self._after_reconnect = False
+        if gap.any():
+            flags[gap] |= FLAG_GAP
+            t.gaps += int(gap.sum())
+            finite = dt[gap][np.isfinite(dt[gap])]
+            t.missing_samples += int(np.maximum(np.rint(finite * self.fs) - 1, 0).sum())
+        ooo = dt < 0
+        dup = dt == 0
+        if ooo.any() or dup.any():
+            flags[ooo | dup] |= FLAG_DISORDER
+            t.out_of_order += int(ooo.sum())
+            t.duplicates += int(dup.sum())
+
+    def _record_ranges(self, flags: np.ndarray, start: int, ts: np.ndarray) -> None:
+        if not flags.any():
+            return
+        for bit, kind in ((FLAG_NAN, "nan_samples"), (FLAG_GAP, "gap"), (FLAG_DISORDER, "disordered_timestamps")):
+            idx = np.flatnonzero(flags & bit)
+            if idx.size == 0:
+                continue
+            # runs of consecutive flagged samples -> [first, stop) ranges
+            breaks = np.flatnonzero(np.diff(idx) > 1)
+            for lo, hi in zip(np.r_[0, breaks + 1], np.r_[breaks, idx.size - 1], strict=True):
+                a, b = int(idx[lo]), int(idx[hi])
+                self.telemetry.event(kind, first_sample=start + a, stop_sample=start + b + 1,
+                                     first_ts=float(ts[a]), last_ts=float(ts[b]))
+
+    def _pull_markers(self) -> None:
+        samples, ts = self._marker_inlet.pull_chunk(timeout=0.0, max_samples=64)
+        for s, t in zip(samples or (), ts or (), strict=False):
+            d = parse_marker(s[0] if isinstance(s, (list, tuple)) else s)
+            if d is None:
+                continue
+            self.markers.append((float(t), d))
+            self.telemetry.markers += 1
+        if samples:
+            self.wake.set()
+
+    def _reconnect(self) -> None:
+        """The outlet vanished: re-resolve with backoff and reconnect, or raise StreamLostError."""
+        pylsl = lsl()
+        info = self._stream_info
+        name, sid = info.name(), info.source_id()
+        lost_at = time.monotonic()
+        self.telemetry.event("lost", last_ts=self._last_ts, sample=self.ring.count)
+        try:
+            self._inlet.close_stream()
+        except Exception:  # the inlet is already broken
+            pass
+        self._inlet = None
+        if not self.reconnect:
+            raise StreamLostError("the outlet vanished and reconnect is off", stream=name)
+        log.warning("stream %r lost after sample %d; reconnecting (source_id %r)", name, self.ring.count, sid)
+        backoff = self.backoff_s
+        while not self._stop.is_set():
+            if sid:
+                infos = pylsl.resolve_byprop("source_id", sid, minimum=1, timeout=backoff)
+            else:
+                infos = pylsl.resolve_bypred(_predicate(self.query), minimum=1, timeout=backoff)
+            infos = [i for i in infos if i.name() == name or not sid]
+            if infos:
+                new = infos[0]
+                self.check(new)
+                self._connect(new)
+                self._after_reconnect = True
+                self.telemetry.reconnects += 1
+                self.telemetry.event("reconnected", after_s=time.monotonic() - lost_at, sample=self.ring.count)
+                log.warning("stream %r back after %.2f s", name, time.monotonic() - lost_at)
+                return
+            waited = time.monotonic() - lost_at
+            if waited >= self.reconnect_timeout_s:
+                raise StreamLostError(f"the outlet vanished and did not come back within "
+                                      f"{self.reconnect_timeout_s:g} s", stream=name)
+            self._stop.wait(min(backoff, max(0.0, self.reconnect_timeout_s - waited)))
+            backoff = min(backoff * 2, self.backoff_max_s)
