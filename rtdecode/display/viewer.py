@@ -62,6 +62,10 @@ class StimulusTracker:
             return None
         return self._images[i]
 
+    def onsets(self) -> list[tuple[float, int]]:
+        """(LSL time, image index) of every onset seen, in time order."""
+        return list(zip(self._onsets, self._images, strict=True))
+
     def __len__(self) -> int:
         return len(self._onsets)
 
@@ -98,6 +102,10 @@ class LslMarkerFeed:
     def at(self, ts: float) -> int | None:
         with self.lock:
             return self.tracker.at(ts)
+
+    def onsets(self) -> list[tuple[float, int]]:
+        with self.lock:
+            return self.tracker.onsets()
 
     def close(self) -> None:
         self._stop.set()

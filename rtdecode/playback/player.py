@@ -123,7 +123,7 @@ def play(recording: Recording, *, stream_name: str = "MUA", stream_type: str = "
          marker_stream: str | None = "MUA-markers", speed: float = 1.0, loop: bool = False,
          duration: float | None = None, stop_event: threading.Event | None = None,
          chunk_ms: float = 1.0, source_id: str | None = None, progress: bool = True,
-         wait_for_consumer: bool | float = False) -> PlaybackStats:
+         wait_for_consumer: bool | float = False, linger_s: float = 0.2) -> PlaybackStats:
     """Push `recording` to LSL in real time x `speed`; return when it ends, `duration` seconds of
     wall-clock time have passed, `stop_event` is set, or on Ctrl-C.
 
@@ -131,6 +131,8 @@ def play(recording: Recording, *, stream_name: str = "MUA", stream_type: str = "
     - `marker_stream`: name of the string marker outlet, None for none.
     - `wait_for_consumer`: True (30 s) or seconds to wait for an inlet before pushing; samples
       pushed before an inlet connects are never delivered to it.
+    - `linger_s`: keep the outlets open this long after the last push while an inlet is connected
+      (cut short by `stop_event`), so consumers get the last chunk and can stop first.
     """
     if not speed > 0:
         raise ConfigError(f"playback speed must be > 0, got {speed!r}")
@@ -232,7 +234,7 @@ def play(recording: Recording, *, stream_name: str = "MUA", stream_type: str = "
         stats.elapsed_s = pylsl.local_clock() - start_wall
         reporter.close(stats)
         # let inlets drain what was pushed last before the outlet disappears
-        _linger(outlet)
+        _linger(outlet, linger_s, stop_event)
         del outlet, m_outlet
 
 
@@ -259,11 +261,14 @@ def _wait_for_consumer(outlet, timeout: float, stop_event: threading.Event | Non
     return bool(outlet.have_consumers())
 
 
-def _linger(outlet, seconds: float = 0.2) -> None:
-    """Give connected inlets a moment to receive the last chunk (there is no flush in LSL)."""
+def _linger(outlet, seconds: float, stop_event: threading.Event | None) -> None:
+    """Give connected inlets time to receive the last chunk (there is no flush in LSL)."""
+    deadline = time.monotonic() + seconds
     try:
-        if outlet.have_consumers():
-            time.sleep(seconds)
+        while time.monotonic() < deadline and outlet.have_consumers():
+            if stop_event is not None and stop_event.is_set():
+                return
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
     except Exception:  # the outlet may already be gone on interpreter shutdown
         pass
 
