@@ -1,0 +1,242 @@
+"""training.metrics, training.ridge, training.evaluate and `rtdecode evaluate` on real files."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from PIL import Image
+
+from rtdecode.contract import read_contract
+from rtdecode.errors import ConfigError, ModelError
+from rtdecode.layout import ElectrodeLayout
+from rtdecode.onnx_io import save_model
+from rtdecode.session import SessionWriter
+from training.data import load_decoding_data
+from training.evaluate import evaluate, format_table, renormalise, write_report
+from training.metrics import (
+    identification_accuracy,
+    pixel_correlation,
+    rf_recovery,
+    ssim,
+    summarise,
+)
+from training.ridge import RidgeDecoder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---- metrics ---------------------------------------------------------------------------------
+def test_identical_images_score_one(rng):
+    x = rng.uniform(size=(6, 3, 24, 24))
+    np.testing.assert_allclose(pixel_correlation(x, x), 1.0, atol=1e-12)
+    np.testing.assert_allclose(ssim(x, x), 1.0, atol=1e-12)
+    # correlation ignores gain and offset; SSIM does not
+    np.testing.assert_allclose(pixel_correlation(0.5 * x + 0.2, x), 1.0, atol=1e-12)
+    assert np.all(ssim(0.5 * x + 0.2, x) < 0.99)
+
+
+def test_noise_scores_low_and_ssim_falls_with_noise(rng):
+    x = rng.uniform(size=(8, 3, 32, 32))
+    noise = rng.uniform(size=x.shape)
+    assert abs(pixel_correlation(noise, x).mean()) < 0.05
+    assert abs(ssim(noise, x).mean()) < 0.05
+    s = [ssim(np.clip(x + rng.normal(scale=sd, size=x.shape), 0, 1), x).mean() for sd in (0.02, 0.1, 0.3)]
+    assert 1 > s[0] > s[1] > s[2]
+    np.testing.assert_allclose(ssim(x, noise), ssim(noise, x))  # symmetric
+
+
+def test_ssim_small_images_and_bad_shapes(rng):
+    a = rng.uniform(size=(2, 3, 6, 6))
+    assert ssim(a, a) == pytest.approx([1.0, 1.0])
+    with pytest.raises(ConfigError, match="same shape"):
+        ssim(a, a[:, :, :5])
+    with pytest.raises(ConfigError, match="too small"):
+        ssim(a[:, :, :2, :2], a[:, :, :2, :2])
+
+
+def test_identification_perfect_and_chance(rng):
+    x = rng.uniform(size=(40, 3, 8, 8))
+    assert identification_accuracy(x, x, 2) == 1.0
+    assert identification_accuracy(x, x, 5) == 1.0
+    shuffled = x[rng.permutation(40)]
+    acc2 = identification_accuracy(shuffled, x, 2, repeats=200)
+    acc5 = identification_accuracy(shuffled, x, 5, repeats=200)
+    assert 0.35 < acc2 < 0.65
+    assert 0.1 < acc5 < 0.3
+    # seeded
+    assert identification_accuracy(shuffled, x, 5, seed=3) == identification_accuracy(shuffled, x, 5, seed=3)
+    with pytest.raises(ConfigError, match="at least 5 images"):
+        identification_accuracy(x[:4], x[:4], 5)
+
+
+def test_rf_recovery_per_area():
+    true = np.array([[0.5, 0.5], [0.2, 0.2], [0.8, 0.1], [0.1, 0.9]])
+    learned = true + np.array([[0.01, 0.0], [0.0, 0.03], [0.1, 0.0], [np.nan, np.nan]])
+    r = rf_recovery(learned, true, ["V1", "V1", "IT", "IT"], image_width_px=100)
+    assert r["V1"]["median_px"] == pytest.approx(2.0) and r["V1"]["median_pct_width"] == pytest.approx(2.0)
+    assert r["IT"]["median_px"] == pytest.approx(10.0) and r["IT"]["n_electrodes"] == 1
+    assert r["all"]["n_electrodes"] == 3
+
+
+# ---- ridge -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("n_samples", [300, 40])  # primal (features < samples) and dual form
+def test_ridge_recovers_a_linear_map(rng, n_samples):
+    mask = np.zeros((3, 20), dtype=bool)
+    mask[0, :10] = mask[1, 5:15] = mask[2, 10:] = True  # 30 features
+    f = int(mask.sum())
+    w_true = rng.normal(size=(f, 3 * 4 * 4)) * 0.01
+    x = np.zeros((n_samples + 50, 3, 20), dtype=np.float32)
+    x[:, mask] = rng.normal(size=(n_samples + 50, f))
+    y = (x[:, mask] @ w_true + 0.5).reshape(-1, 3, 4, 4)
+    assert 0 < y.min() and y.max() < 1  # the clip is inactive, so the map is exactly linear
+    r = RidgeDecoder.fit(x[:n_samples], y[:n_samples], mask, val_x=x[n_samples:], val_y=y[n_samples:],
+                         alphas=[1e-6, 1e-3, 1.0, 100.0])
+    pred = r.predict(x[n_samples:])
+    if n_samples > f:  # determined: the weights themselves come back
+        np.testing.assert_allclose(r.weight, w_true, atol=1e-3)
+        np.testing.assert_allclose(pred, y[n_samples:], atol=1e-3)
+        assert r.alpha <= 1e-3
+    else:  # under-determined: still generalises better than the mean image
+        assert np.mean((pred - y[n_samples:]) ** 2) < 0.5 * np.mean((y[n_samples:] - y[:n_samples].mean(0)) ** 2)
+    assert set(r.scores) == {1e-6, 1e-3, 1.0, 100.0}
+    full = r.full_weight()
+    assert full.shape == (60, 48) and np.all(full[~mask.ravel()] == 0)
+
+
+# ---- evaluate on a real session --------------------------------------------------------------
+def tiny_layout() -> ElectrodeLayout:
+    return ElectrodeLayout.from_dict({"name": "eval-tiny", "n_channels": 24, "arrays": [
+        {"id": 1, "area": "V1", "channels": [[0, 7]]}, {"id": 2, "area": "V4", "channels": [[8, 15]]},
+        {"id": 3, "area": "IT", "channels": [[16, 23]]}]})
+
+
+def write_tiny_session(path: Path, rng, n_images: int = 60, size: int = 16) -> dict:
+    """Each channel sums the image inside its ground-truth RF (a Gaussian), plus noise."""
+    lay = tiny_layout()
+    c = lay.n_channels
+    centres = rng.uniform(0.15, 0.85, size=(c, 2))
+    images = np.zeros((n_images, size, size, 3), dtype=np.uint8)
+    for k in range(n_images):  # a few bright squares on a dark ground
+        for _ in range(3):
+            x0, y0 = rng.integers(0, size - 5, size=2)
+            images[k, y0:y0 + 5, x0:x0 + 5] = rng.integers(80, 256, size=3)
+    g = (np.arange(size) + 0.5) / size
+    rf = np.exp(-(((g[None, None, :] - centres[:, 0, None, None]) ** 2
+                   + (g[None, :, None] - centres[:, 1, None, None]) ** 2) / (2 * 0.08 ** 2)))  # [C, H, W]
+    drive = np.einsum("khw,chw->kc", images.mean(axis=3) / 255.0, rf)
+    trial = 300
+    onsets = 20 + np.arange(n_images) * trial
+    mua = rng.normal(scale=0.02, size=(onsets[-1] + trial, c)).astype(np.float32)
+    for k, on in enumerate(onsets):
+        mua[on:on + 250] += drive[k]
+    with SessionWriter(path, lay, 1000.0) as w:
+        w.append(mua, np.arange(mua.shape[0]) / 1000.0)
+        w.set_markers(onsets, onsets + 200, np.arange(n_images))
+        w.set_images(images)
+        w.set_ground_truth(rf_centres=centres, rf_sigmas=np.full(c, 0.08), latency_ms=np.full(c, 30.0))
+    return {"centres": centres, "layout": lay}
+
+
+def _with_rf_metadata(model: onnx.ModelProto, centres: np.ndarray) -> onnx.ModelProto:
+    p = model.metadata_props.add()
+    a = np.ascontiguousarray(centres, dtype="<f4")
+    p.key, p.value = "training.rf_centres", json.dumps({"shape": list(a.shape),
+                                                        "data": base64.b64encode(a.tobytes()).decode()})
+    return model
+
+
+def test_evaluate_onnx_equals_numpy_ridge_and_rf_recovery(tmp_path, rng):
+    s = write_tiny_session(tmp_path / "s.h5", rng)
+    d = load_decoding_data(tmp_path / "s.h5", image_size=16, seed=0, progress=False)
+    r = RidgeDecoder.fit(d.train_x, d.train_y, d.mask, val_x=d.val_x, val_y=d.val_y)
+    # the served model normalises with statistics that differ from this split's: fold that into W, b
+    shift = rng.normal(size=d.mask.shape).astype(np.float32) * d.mask
+    gain = rng.uniform(0.5, 2.0, size=d.mask.shape).astype(np.float32)
+    contract = d.contract("ridge-shifted")
+    contract.norm_mean = (d.normaliser.mean + shift * d.normaliser.std).astype(np.float32)
+    contract.norm_std = (d.normaliser.std * gain).astype(np.float32)
+    # x_data = (raw - m)/s = x_model * gain + shift  -> W' = gain * W, b' = b + shift . W
+    w = r.full_weight()
+    w_model = w * gain.ravel()[:, None]
+    b_model = r.bias + (shift.ravel() @ w)
+    from rtdecode.onnx_io import build_linear_decoder
+
+    true_used = s["centres"][d.layout.used_channels]
+    learned = true_used + np.array([0.03, 0.04])  # 5% of the width off, everywhere
+    model = _with_rf_metadata(build_linear_decoder(contract, w_model, b_model), learned)
+    save_model(model, tmp_path / "m.onnx")
+    read_contract(tmp_path / "m.onnx")
+    rep = evaluate(d, model=tmp_path / "m.onnx", seed=0)
+    np.testing.assert_allclose(rep["reconstructions"]["model"], rep["reconstructions"]["ridge"], atol=2e-4)
+    m, b = rep["metrics"]["model"], rep["metrics"]["ridge"]
+    assert m["pixel_corr"] == pytest.approx(b["pixel_corr"], abs=1e-3)
+    assert m["pixel_corr"] > 0.3 and m["id_2way"] > 0.8  # the session is decodable
+    assert rep["rf_recovery"]["model"]["all"]["median_pct_width"] == pytest.approx(5.0, abs=1e-3)
+    assert rep["rf_recovery"]["model"]["V1"]["median_px"] == pytest.approx(0.8, abs=1e-3)
+    paths = write_report(rep, d, tmp_path / "out", n_grid=4)
+    saved = json.loads(paths["report"].read_text())
+    assert "reconstructions" not in saved and saved["metrics"]["model"]["n_images"] == 6
+    assert "ridge" in format_table(rep)
+
+
+def test_evaluate_refuses_a_mismatched_model(tmp_path, rng):
+    write_tiny_session(tmp_path / "s.h5", rng)
+    d = load_decoding_data(tmp_path / "s.h5", image_size=16, progress=False)
+    d8 = load_decoding_data(tmp_path / "s.h5", image_size=8, progress=False)
+    r = RidgeDecoder.fit(d8.train_x, d8.train_y, d8.mask)
+    save_model(r.to_onnx(d8.contract("small")), tmp_path / "m8.onnx")
+    with pytest.raises(ModelError, match="8x8 images but the data holds 16x16"):
+        evaluate(d, model=tmp_path / "m8.onnx", ridge=False)
+    spatial = load_decoding_data(tmp_path / "s.h5", windows="spatial", image_size=8, progress=False)
+    with pytest.raises(ModelError, match=r"model input is \[maps, electrodes\] = \[15, 24\]"):
+        renormalise(spatial.test_x, spatial, d8.contract("x"))
+
+
+def test_cli_evaluate_writes_report_and_grid_without_torch(tmp_path, rng):
+    write_tiny_session(tmp_path / "s.h5", rng)
+    d = load_decoding_data(tmp_path / "s.h5", image_size=16, seed=5, progress=False)
+    r = RidgeDecoder.fit(d.train_x, d.train_y, d.mask, val_x=d.val_x, val_y=d.val_y)
+    # the model's training config says which split seed it used: evaluate must reuse it
+    save_model(r.to_onnx(d.contract("ridge", {"config": {"data_seed": 5, "split": [0.8, 0.1, 0.1]}})),
+               tmp_path / "m.onnx")
+    code = ("import sys; from rtdecode.cli import main; rc = main(sys.argv[1:]); "
+            "assert 'torch' not in sys.modules, 'evaluate imported torch'; sys.exit(rc)")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code, "evaluate", "--model", str(tmp_path / "m.onnx"),
+                          "--data", str(tmp_path / "s.h5"), "--out", str(tmp_path / "ev"), "--grid", "5",
+                          "--ridge-onnx", str(tmp_path / "ridge.onnx"), "--no-progress"],
+                         capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "pixel_corr" in out.stdout and "ridge" in out.stdout
+    rep = json.loads((tmp_path / "ev" / "report.json").read_text())
+    for key in ("source", "split", "n_images", "image_size", "windows", "metrics", "rf_recovery", "ridge",
+                "decoders", "image_ids"):
+        assert key in rep, key
+    for name in ("model", "ridge"):
+        assert set(rep["metrics"][name]) >= {"pixel_corr", "ssim", "id_2way", "id_5way", "n_images"}
+    assert rep["image_ids"] == [int(k) for k in d.test_ids]  # same split seed as the model's
+    assert rep["metrics"]["model"]["pixel_corr"] == pytest.approx(rep["metrics"]["ridge"]["pixel_corr"], abs=1e-3)
+    assert rep["rf_recovery"] == {"model": None}  # a ridge model keeps no RF centres
+    with Image.open(tmp_path / "ev" / "grid.png") as im:
+        assert im.size[0] > 200 and im.size[1] > 100
+    read_contract(tmp_path / "ridge.onnx")
+
+
+def test_cli_evaluate_needs_a_model(tmp_path):
+    from rtdecode.cli import main
+
+    assert main(["evaluate", "--data", str(tmp_path / "x.h5")]) == 1
+
+
+def test_summarise_keys(rng):
+    x = rng.uniform(size=(6, 3, 12, 12))
+    s = summarise(x, x)
+    assert s["pixel_corr"] == pytest.approx(1.0) and s["id_5way"] == 1.0 and s["n_images"] == 6

@@ -1,0 +1,143 @@
+"""Reconstruction metrics: pixel correlation, SSIM, n-way identification, RF recovery (numpy only).
+
+Images are float [N, 3, H, W] in [0, 1] (the decoder's output layout).
+
+- pixel correlation: per image, Pearson r between the flattened reconstruction and original
+  (all channels and pixels together); reported as the mean over images.
+- SSIM: Wang et al. (2004) with an 11-tap Gaussian window (sigma 1.5), K1 0.01, K2 0.03, data
+  range 1, computed on each RGB channel separately over the valid region and averaged over
+  channels and positions (the skimage `channel_axis` convention). Images smaller than the window
+  use the largest odd window that fits.
+- n-way identification: a reconstruction is identified when it correlates better with its own
+  original than with each of n-1 other originals drawn at random (seeded); the accuracy is the
+  mean over images and draws. Chance is 1/n.
+- RF recovery: distance between learned and true RF centres (image-normalised), in pixels of the
+  decoded image and as % of its width; median per area.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from rtdecode.errors import ConfigError
+
+
+def _as_batch(a: np.ndarray, name: str) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim == 3:
+        a = a[None]
+    if a.ndim != 4:
+        raise ConfigError(f"{name} must be images [N, C, H, W], got shape {a.shape}")
+    return a
+
+
+def _pair(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    p, t = _as_batch(pred, "reconstructions"), _as_batch(target, "originals")
+    if p.shape != t.shape:
+        raise ConfigError(f"reconstructions {p.shape} and originals {t.shape} must have the same shape")
+    return p, t
+
+
+def _zscore_rows(a: np.ndarray) -> np.ndarray:
+    a = a.reshape(a.shape[0], -1)
+    a = a - a.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(a, axis=1, keepdims=True)
+    return a / np.where(norm > 0, norm, np.inf)
+
+
+def pixel_correlation(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Per-image Pearson r over all pixels and channels -> [N] (0 for a constant image)."""
+    p, t = _pair(pred, target)
+    return np.sum(_zscore_rows(p) * _zscore_rows(t), axis=1)
+
+
+def correlation_matrix(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """C[i, j] = Pearson r between reconstruction i and original j -> [N, N]."""
+    p, t = _pair(pred, target)
+    return _zscore_rows(p) @ _zscore_rows(t).T
+
+
+def gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
+    x = np.arange(size, dtype=np.float64) - (size - 1) / 2
+    w = np.exp(-(x ** 2) / (2 * sigma ** 2))
+    return w / w.sum()
+
+
+def _filter_valid(a: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Separable 'valid' filtering of [..., H, W] with the 1-D window w along both image axes."""
+    k = w.size
+    h, wd = a.shape[-2], a.shape[-1]
+    rows = sum(w[i] * a[..., i:h - k + 1 + i, :] for i in range(k))
+    return sum(w[i] * rows[..., :, i:wd - k + 1 + i] for i in range(k))
+
+
+def ssim(pred: np.ndarray, target: np.ndarray, *, data_range: float = 1.0, win_size: int = 11,
+         sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03) -> np.ndarray:
+    """Per-image mean SSIM over RGB channels and valid window positions -> [N]."""
+    p, t = _pair(pred, target)
+    size = min(win_size, *(s - (1 - s % 2) for s in p.shape[-2:]))
+    if size < 3:
+        raise ConfigError(f"images of {p.shape[-2]}x{p.shape[-1]} pixels are too small for SSIM (need >= 3x3)")
+    w = gaussian_window(size, sigma)
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    mu_p, mu_t = _filter_valid(p, w), _filter_valid(t, w)
+    var_p = _filter_valid(p * p, w) - mu_p ** 2
+    var_t = _filter_valid(t * t, w) - mu_t ** 2
+    cov = _filter_valid(p * t, w) - mu_p * mu_t
+    s = ((2 * mu_p * mu_t + c1) * (2 * cov + c2)) / ((mu_p ** 2 + mu_t ** 2 + c1) * (var_p + var_t + c2))
+    return s.reshape(s.shape[0], -1).mean(axis=1)
+
+
+def identification_accuracy(pred: np.ndarray, target: np.ndarray, n_way: int = 2, *, repeats: int = 100,
+                            seed: int = 0) -> float:
+    """Mean fraction of (image, draw) pairs where r(own original) beats r(each of n-1 random others)."""
+    c = correlation_matrix(pred, target)
+    n = c.shape[0]
+    if n_way < 2:
+        raise ConfigError(f"n_way must be >= 2, got {n_way}")
+    if n < n_way:
+        raise ConfigError(f"{n_way}-way identification needs at least {n_way} images, got {n}")
+    rng = np.random.default_rng(seed)
+    own = np.diag(c)
+    wins = 0
+    for i in range(n):
+        others = np.delete(np.arange(n), i)
+        # repeats draws of n-1 distinct others: argsort of random keys gives a random subset per row
+        picks = others[np.argsort(rng.random((repeats, others.size)), axis=1)[:, :n_way - 1]]
+        wins += int(np.sum(np.all(c[i, picks] < own[i], axis=1)))
+    return wins / (n * repeats)
+
+
+def rf_recovery(learned: np.ndarray, true: np.ndarray, areas: np.ndarray | list[str],
+                image_width_px: int) -> dict[str, Any]:
+    """Median centre error per area (and 'all') in pixels and % of image width; NaN centres skipped."""
+    learned = np.asarray(learned, dtype=np.float64)
+    true = np.asarray(true, dtype=np.float64)
+    areas = np.asarray(areas, dtype=object)
+    if learned.shape != true.shape or learned.ndim != 2 or learned.shape[1] != 2:
+        raise ConfigError(f"RF centres must both be [E, 2]; got learned {learned.shape} and true {true.shape}")
+    if areas.shape != (learned.shape[0],):
+        raise ConfigError(f"need one area per electrode ({learned.shape[0]}), got {areas.shape}")
+    err = np.linalg.norm(learned - true, axis=1)  # image-normalised (fraction of width)
+    ok = np.isfinite(err)
+    out: dict[str, Any] = {}
+    for name in [*dict.fromkeys(areas.tolist()), "all"]:
+        sel = ok & ((areas == name) if name != "all" else True)
+        if not sel.any():
+            continue
+        med = float(np.median(err[sel]))
+        out[name] = {"median_px": med * image_width_px, "median_pct_width": 100.0 * med,
+                     "n_electrodes": int(sel.sum())}
+    return out
+
+
+def summarise(pred: np.ndarray, target: np.ndarray, *, seed: int = 0) -> dict[str, float]:
+    """The standard table row: mean pixel correlation, mean SSIM, 2-way and 5-way identification."""
+    n = _as_batch(pred, "reconstructions").shape[0]
+    out = {"pixel_corr": float(np.mean(pixel_correlation(pred, target))),
+           "ssim": float(np.mean(ssim(pred, target))), "n_images": int(n)}
+    for k in (2, 5):
+        out[f"id_{k}way"] = identification_accuracy(pred, target, k, seed=seed) if n >= k else float("nan")
+    return out
