@@ -1,0 +1,12 @@
+"""The virtual macaque: seeded simulation of V1/V4/IT MUA for a sequence of images (numpy only).
+
+    from rtdecode.sim import VirtualMacaque
+    VirtualMacaque(seed=0).simulate_session("train.h5", n_images=2000)
+
+See docs/virtual-macaque.md for the model.
+"""
+
+from .macaque import ElectrodeParams, VirtualMacaque
+from .stimuli import dead_leaves, load_image_folder
+
+__all__ = ["ElectrodeParams", "VirtualMacaque", "dead_leaves", "load_image_folder"]
