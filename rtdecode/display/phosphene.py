@@ -153,6 +153,7 @@ class PhospheneRenderer:
                 raise ConfigError("positions must be finite and within [0, 1] (drop electrodes without a known RF first)")
             self.positions = pos.copy()
         self.n_phosphenes = len(self.positions)
+        self.channels: np.ndarray | None = None  # stream channel per phosphene (from_layout)
         deg = (self.positions - 0.5) * self.fov_deg
         self.eccentricity_deg = np.hypot(deg[:, 0], deg[:, 1])
         self.sigma_deg = cortical_spread_mm / cortical_magnification(self.eccentricity_deg, k_mm, a_deg)
@@ -173,6 +174,24 @@ class PhospheneRenderer:
         self._sim = None
         if backend == "dynaphos":
             self._sim = self._make_dynaphos(seed, dynaphos_params)
+
+    @classmethod
+    def from_layout(cls, layout: Any, **kwargs: Any) -> PhospheneRenderer:
+        """One phosphene per usable electrode with a known RF centre inside the image (homeomorphic).
+
+        `layout` is an rtdecode.layout.ElectrodeLayout with rf_centres; `renderer.channels` then holds
+        the stream channel of each phosphene.
+        """
+        if getattr(layout, "rf_centres", None) is None:
+            raise ConfigError(f"layout {getattr(layout, 'name', layout)!r} has no rf_centres; "
+                              "phosphene positions need known receptive-field centres")
+        rf = np.asarray(layout.rf_centres, dtype=np.float64)
+        ok = np.asarray(layout.usable) & np.isfinite(rf).all(axis=1) & (rf >= 0).all(axis=1) & (rf <= 1).all(axis=1)
+        if not ok.any():
+            raise ConfigError(f"layout {layout.name!r}: no usable electrode has an RF centre inside the image")
+        renderer = cls(positions=rf[ok], **kwargs)
+        renderer.channels = np.flatnonzero(ok)
+        return renderer
 
     # ---- stimulation ---------------------------------------------------------------------
     def _sampling(self, hi: int, wi: int) -> tuple[np.ndarray, ...]:
