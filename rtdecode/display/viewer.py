@@ -92,12 +92,15 @@ class LslMarkerFeed:
         self._thread.start()
 
     def _run(self) -> None:
+        # pull_chunk with a timeout waits for a full buffer: poll without one instead
         while not self._stop.is_set():
-            samples, stamps = self.inlet.pull_chunk(timeout=0.1)
-            if stamps:
-                with self.lock:
-                    for s, t in zip(samples, stamps, strict=False):
-                        self.tracker.add(t, s[0])
+            samples, stamps = self.inlet.pull_chunk(timeout=0.0)
+            if not stamps:
+                self._stop.wait(0.01)
+                continue
+            with self.lock:
+                for s, t in zip(samples, stamps, strict=False):
+                    self.tracker.add(t, s[0])
 
     def at(self, ts: float) -> int | None:
         with self.lock:

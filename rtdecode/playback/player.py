@@ -180,11 +180,8 @@ def play(recording: Recording, *, stream_name: str = "MUA", stream_type: str = "
             s = 0
             while s < n:
                 e = min(n, s + chunk_n)
-                if max_samples is not None and i + (e - s) > max_samples:
-                    e = s + (max_samples - i)
-                    if e <= s:
-                        stats.stopped_by = "duration"
-                        return stats
+                if max_samples is not None:
+                    e = min(e, s + (max_samples - i))
                 last_ts = t0 + (i + e - s - 1) * dt
                 # deadline loop: the chunk is due when its newest sample "exists"
                 while True:
@@ -198,7 +195,14 @@ def play(recording: Recording, *, stream_name: str = "MUA", stream_type: str = "
                     time.sleep(min(wait, 0.05))
                 late = now - last_ts
                 if late > late_after:
+                    # behind (a stall): catch up with one push of every sample already due
                     stats.late_pushes += 1
+                    due = min(n - s, int((now - t0) / dt) + 1 - i)
+                    if max_samples is not None:
+                        due = min(due, max_samples - i)
+                    if due > e - s:
+                        e = s + due
+                        last_ts = t0 + (i + e - s - 1) * dt
                 stats.max_late_s = max(stats.max_late_s, late)
                 if e - s == 1:
                     outlet.push_chunk(mua[s:e], last_ts)
