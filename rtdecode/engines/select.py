@@ -29,8 +29,9 @@ ORDER = ("tensorrt", "ort-tensorrt", "ort-cuda", "torch-cuda", "onnxruntime")
 # options each engine factory takes; auto passes each only its own
 ACCEPTS: dict[str, frozenset[str]] = {
     "tensorrt": frozenset({"engine_path", "cuda_graph", "device_id", "precision"}),
-    "ort-tensorrt": frozenset({"device_id", "fp16", "cache_dir", "workspace_mb", "max_batch", "threads"}),
-    "ort-cuda": frozenset({"device_id", "threads"}),
+    "ort-tensorrt": frozenset({"device_id", "fp16", "cache_dir", "workspace_mb", "max_batch", "threads",
+                               "graph_opt", "spinning"}),
+    "ort-cuda": frozenset({"device_id", "threads", "graph_opt", "spinning"}),
     "torch-cuda": frozenset({"device_id", "cuda_graph", "fp16", "checkpoint"}),
     "torch-cpu": frozenset({"checkpoint", "threads"}),
     "onnxruntime": frozenset({"threads", "graph_opt", "spinning"}),

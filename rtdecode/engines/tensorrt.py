@@ -246,9 +246,10 @@ class TensorRTEngine(Engine):
 
     # ---- Engine interface ----------------------------------------------------------------------------
     def infer(self, x: np.ndarray) -> np.ndarray:
-        if x.shape != self._h_in.array.shape:
-            raise EngineError(f"input shape {list(x.shape)} != {list(self._h_in.array.shape)}", engine="tensorrt")
-        np.copyto(self._h_in.array, x, casting="same_kind")
+        want = self._h_in.array.shape
+        if x.shape != want and x.shape != want[1:]:
+            raise EngineError(f"input shape {list(x.shape)} != {list(want)}", engine="tensorrt")
+        np.copyto(self._h_in.array, x.reshape(want), casting="same_kind")
         cudart = self._cudart
         if self._graph_exec is not None:
             cuda_call(cudart, cudart.cudaGraphLaunch(self._graph_exec, self._stream), "cudaGraphLaunch")
