@@ -260,3 +260,22 @@ def test_session_file_plays_over_lsl(tmp_path):
     onsets = [(i, parse_marker(m)) for i, m in zip(np.searchsorted(ts, mts), mks, strict=True)]
     assert onsets[0] == (100, {"event": "onset", "image": 1, "trial": 0})
     assert onsets[2] == (300, {"event": "onset", "image": 0, "trial": 1})
+
+
+def test_a_stalled_reader_is_counted_late_and_caught_up_without_drift():
+    data = np.random.default_rng(2).standard_normal((300, C)).astype(np.float32)
+    data[:, 0] = np.arange(300)
+
+    def blocks():
+        for k in range(3):
+            if k == 2:
+                time.sleep(0.15)  # a slow disk: the player falls 150 samples behind
+            yield Block(data[100 * k:100 * (k + 1)])
+
+    p = Player(Recording("stalling", small_layout(), FS, blocks, n_samples=300))
+    x, ts, _, _, _ = receive(p, 300, markers=False)
+    stats = p.join()
+    np.testing.assert_array_equal(x, data)
+    np.testing.assert_allclose(np.diff(ts), 1.0 / FS, rtol=1e-6)  # timestamps keep the recorded timing
+    assert stats.late_pushes >= 1 and stats.max_late_s >= 0.1
+    assert stats.chunks < 300  # the samples that fell due during the stall went out in one push
