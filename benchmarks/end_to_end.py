@@ -252,9 +252,8 @@ class CpuMeter:
 def run_rtdecode(model_path: str | Path, *, stride_ms: float, duration_s: float, threads: int | None,
                  engine: str = "onnxruntime", progress=print) -> tuple[dict, np.ndarray]:
     """One e2e run of DecoderService at `stride_ms`; returns (row, latency series ms)."""
-    from rtdecode.service import DecoderService
-
     from rtdecode.config import ServeConfig
+    from rtdecode.service import DecoderService
 
     address = free_tcp_address()
     with Pusher(duration_s=duration_s + 3.0) as pusher:
@@ -304,3 +303,87 @@ def _service_counts(summary) -> dict:
             "gaps": stream.get("gaps"),
             "frames_published": snap.get("frames"),
             "service_latency_ms": snap.get("latency_ms")}
+
+
+# ---- the e2e part: model choice, engine baseline, rtdecode and first-try runs -------------------
+def e2e_model(work_dir: str | Path) -> tuple[Path, str]:
+    """The model both pipelines decode with: the demo model, else a random fast preset, else linear."""
+    import importlib.util
+
+    from .inference import bench_contract, build_preset_module, demo_model_path, export_module
+
+    demo = demo_model_path()
+    if demo is not None:
+        return demo, "bundled demo model"
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    if importlib.util.find_spec("torch") is not None:
+        c = bench_contract(64, model_id="fast64-random")
+        path = work_dir / "e2e_fast64.onnx"
+        if not path.exists():
+            export_module(build_preset_module("fast", 64, c), c, path)
+        return path, "fast preset 64x64, random weights (no demo model here)"
+    from rtdecode.onnx_io import build_linear_decoder, save_model
+
+    c = bench_contract(16, model_id="linear16")
+    w = np.random.default_rng(0).standard_normal((int(np.prod(c.input_shape)), 768)).astype(np.float32) * 0.01
+    path = save_model(build_linear_decoder(c, w, np.zeros(768, np.float32)), work_dir / "e2e_linear16.onnx")
+    return path, "linear 16x16 decoder (no demo model, no torch here)"
+
+
+def engine_baseline(model_path: Path, *, engine: str, threads: int | None, n: int) -> tuple[dict, str]:
+    """Inference alone with the engine the service uses (same options), for e2e - infer."""
+    from rtdecode.contract import read_contract
+
+    from .inference import engine_runner, time_calls
+
+    contract = read_contract(model_path)
+    opts = {} if threads is None else {"threads": threads}
+    fn, desc = engine_runner(engine, model_path, contract, **opts)
+    return time_calls(fn, n=n, warmup=10).summary(), desc
+
+
+def run_e2e_part(work_dir: str | Path, *, quick: bool, parts: tuple[str, ...], progress=print,
+                 threads: int | None = None) -> tuple[dict, dict]:
+    """rtdecode e2e runs (and first-try runs when asked) on one model; returns (parts dict, series)."""
+    strides = (16.0,) if quick else (1.0, 5.0, 16.0)
+    duration = 3.0 if quick else 20.0
+    model_path, model_desc = e2e_model(work_dir)
+    out: dict = {}
+    series: dict = {}
+    if "e2e" in parts:
+        base, desc = engine_baseline(model_path, engine="onnxruntime", threads=threads, n=30 if quick else 300)
+        runs, lat_series = [], {}
+        for stride in strides:
+            row, lat = run_rtdecode(model_path, stride_ms=stride, duration_s=duration, threads=threads,
+                                    progress=progress)
+            if row["latency_ms"].get("n"):
+                row["e2e_minus_infer_ms"] = {k: row["latency_ms"][k] - base[k] for k in ("p50", "p99")}
+            runs.append(row)
+            lat_series[f"rtdecode stride {stride:g} ms"] = lat
+        out["e2e"] = {"model": str(model_path.name), "model_description": model_desc, "engine": desc,
+                      "inference_alone_ms": base, "duration_s": duration, "runs": runs,
+                      "channels": 1024, "sampling_rate_hz": 1000.0,
+                      "notes": [f"model: {model_desc}; engine: {desc}",
+                                f"inference alone (same engine and options, n={base.get('n')}): "
+                                f"p50 {base.get('p50', float('nan')):.2f} ms, p99 {base.get('p99', float('nan')):.2f} ms"]}
+        series.update(lat_series)
+    if "first-try" in parts:
+        from .first_try import run_first_try
+
+        runs = []
+        for stride in strides:
+            row, lat = run_first_try(model_path, stride_ms=stride, duration_s=duration, progress=progress)
+            runs.append(row)
+            series[f"first-try stride {stride:g} ms"] = lat
+        out["first_try"] = {"model": str(model_path.name), "runs": runs, "duration_s": duration,
+                            "notes": [f"first-try engine: {runs[0]['engine']}" if runs else "no runs"]}
+    if "e2e" in out and "first_try" in out:
+        rows = []
+        for a, b in zip(out["e2e"]["runs"], out["first_try"]["runs"], strict=True):
+            la, lb = a["latency_ms"], b["latency_ms"]
+            if la.get("n") and lb.get("n"):
+                rows.append({"stride_ms": a["stride_ms"], "ratio_p50": lb["p50"] / la["p50"],
+                             "ratio_p99": lb["p99"] / la["p99"]})
+        out["comparison"] = {"rows": rows}
+    return out, series

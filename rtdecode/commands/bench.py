@@ -1,0 +1,46 @@
+"""`rtdecode bench`: latency benchmarks (inference, end to end over LSL + ZeroMQ, first-try baseline).
+
+Writes bench.json (with the machine's facts), bench.md (tables) and PNG latency
+histograms/CDFs into --out. The code lives in benchmarks/ (imported only when this runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+DEFAULT_PARTS = "inference,e2e,first-try,mne-lsl"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="latency benchmarks: inference, end to end, first-try baseline",
+                       description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--part", default=DEFAULT_PARTS,
+                   help="comma-separated parts: inference, e2e, first-try, mne-lsl (skipped with a reason "
+                        "when mne-lsl is not installed)")
+    p.add_argument("--quick", action="store_true", help="small counts (CI: under 2 minutes)")
+    p.add_argument("--out", default="bench-results", help="output folder for bench.json, bench.md and PNGs")
+    p.add_argument("--threads", type=int, default=None,
+                   help="engine intra-op threads for the e2e service (default: the engine's own choice)")
+    p.add_argument("--note", default=None, help="free text stored in the report (e.g. 'machine busy')")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from benchmarks import run_suite
+
+    from ..errors import ConfigError
+    from ..lslconfig import configure_lsl
+
+    parts = tuple(p.strip() for p in args.part.split(",") if p.strip())
+    if not parts:
+        raise ConfigError("--part is empty; expected some of inference, e2e, first-try, mne-lsl")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    configure_lsl()  # machine scope unless LSLAPICFG says otherwise; children inherit the env
+    results = run_suite(parts, quick=args.quick, out_dir=args.out, note=args.note, threads=args.threads,
+                        progress=lambda msg: print(msg, flush=True))
+    print(f"wrote {results['files']['json']}, {results['files']['markdown']} and "
+          f"{len(results['files']['plots'])} plot(s)")
+    for t in results.get("targets", []):
+        print("target:", t)
+    return 0
