@@ -217,3 +217,53 @@ def _child(spec_path: str) -> None:
 
 if __name__ == "__main__":
     _child(sys.argv[1])
+
+
+# ---- running a DecoderService in a thread (parent side) ----------------------------------
+class ServiceThread:
+    """Runs DecoderService(config).run() in a thread; `join()` returns the summary or re-raises."""
+
+    def __init__(self, config, **kwargs):
+        import threading
+
+        from rtdecode.service import DecoderService
+
+        self.service = DecoderService(config, **kwargs)
+        self.summary = None
+        self.exc: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="service-under-test", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.summary = self.service.run()
+        except BaseException as e:  # handed to the test by join()
+            self.exc = e
+
+    def start(self, timeout: float = 60.0) -> ServiceThread:
+        self.thread.start()
+        if not self.service.started.wait(timeout):
+            raise TimeoutError(f"service did not start within {timeout} s")
+        if self.exc is not None:
+            raise self.exc
+        return self
+
+    @property
+    def endpoint(self) -> str:
+        return self.service.endpoint
+
+    def join(self, timeout: float = 30.0, stop: bool = True):
+        if stop:
+            self.service.stop("test finished")
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise TimeoutError(f"service did not stop within {timeout} s")
+        if self.exc is not None:
+            raise self.exc
+        return self.summary
+
+    def __enter__(self) -> ServiceThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.service.stop("test left the block")
+        self.thread.join(30)

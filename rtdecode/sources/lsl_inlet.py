@@ -210,7 +210,7 @@ class LslSource:
             while not self._stop.is_set():
                 try:
                     self._pull_once()
-                except pylsl.LostError:
+                except pylsl.util.LostError:
                     self._reconnect()
                 if self._marker_inlet is not None:
                     self._pull_markers()

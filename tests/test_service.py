@@ -1,0 +1,262 @@
+"""ServeConfig, telemetry, frame encoding, the ORT engine, and DecoderService on real LSL + ZeroMQ."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import numpy as np
+import pytest
+from lsl_helpers import Pusher, ServiceThread, make_model, unique, wait_until
+
+from rtdecode.config import ServeConfig
+from rtdecode.errors import ConfigError, EngineError, StreamMismatchError, StreamNotFoundError
+from rtdecode.protocol import FrameSubscriber, encode_frame
+from rtdecode.publisher import FrameEncoder
+from rtdecode.telemetry import LatencyHistogram, Telemetry, summary_text
+
+FS = 1000.0
+
+
+# ---- config ------------------------------------------------------------------------------
+def test_config_unknown_key_is_named(tmp_path):
+    p = tmp_path / "serve.toml"
+    p.write_text('stream = "MUA"\nstrid_ms = 5\n')
+    with pytest.raises(ConfigError, match="'strid_ms'"):
+        ServeConfig.from_file(p)
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("stride_ms", 0, "stride_ms must be > 0"),
+    ("stride_ms", "fast", "stride_ms must be a finite number"),
+    ("mode", "burst", "mode must be one of sliding, event"),
+    ("frame_dtype", "uint16", "frame_dtype must be one of uint8, float32"),
+    ("on_bad_samples", "ignore", "on_bad_samples must be one of skip, flag"),
+    ("address", "127.0.0.1:5556", "must start with tcp://"),
+    ("threads", 0, "threads must be >= 1"),
+    ("max_frames", 2.5, "max_frames must be an integer"),
+    ("reconnect", "yes", "reconnect must be true or false"),
+    ("lsl_scope", "planet", "lsl_scope must be one of machine, network"),
+])
+def test_config_bad_values_have_clear_messages(key, value, match):
+    with pytest.raises(ConfigError, match=match):
+        ServeConfig.from_dict({key: value}, source="test")
+
+
+def test_event_mode_needs_a_marker_stream():
+    with pytest.raises(ConfigError, match="marker_stream"):
+        ServeConfig(mode="event")
+
+
+def test_config_file_then_flags(tmp_path):
+    from rtdecode.commands.serve import build_config
+
+    p = tmp_path / "serve.json"
+    p.write_text(json.dumps({"serve": {"stream": "A", "stride_ms": 4, "frame_dtype": "float32"}}))
+    args = argparse.Namespace(config=str(p), stride_ms=1.0, summary_json=None)
+    cfg = build_config(args)
+    assert (cfg.stream, cfg.stride_ms, cfg.frame_dtype) == ("A", 1.0, "float32")
+    t = tmp_path / "serve.toml"
+    t.write_text('stream = "B"\nmax_lag_ms = 50.0\n')
+    assert ServeConfig.from_file(t).max_lag_ms == 50.0
+    assert not ServeConfig().binds_beyond_loopback
+    assert ServeConfig(address="tcp://0.0.0.0:5556").binds_beyond_loopback
+
+
+def test_serve_help_shows_defaults(capsys):
+    from rtdecode.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--help"])
+    out = capsys.readouterr().out
+    assert "(default: 16.0)" in out and "(default: tcp://127.0.0.1:5556)" in out
+
+
+# ---- telemetry, encoding, engine ---------------------------------------------------------
+def test_histogram_percentiles_in_constant_memory(rng):
+    h = LatencyHistogram()
+    before = h.counts.nbytes
+    x = rng.lognormal(mean=math.log(2e-3), sigma=0.5, size=20000)
+    for v in x:
+        h.record(float(v))
+    assert h.counts.nbytes == before and h.count == x.size
+    for q in (50, 90, 99):
+        assert abs(h.percentile(q) / np.percentile(x, q) - 1) < 0.04
+    assert h.max == x.max()
+    h.record(-1e-6)  # a clock hiccup lands in the underflow bin, not an exception
+    h.record(100.0)
+    assert h.counts[0] == 1 and h.counts[-1] == 1
+
+
+def test_telemetry_summary_and_status_line():
+    t = Telemetry()
+    t.record_frame({"infer": 0.002, "end_to_end": 0.004})
+    t.skip("stale", 3)
+    t.skip("gap")
+    snap = t.snapshot()
+    assert snap["skipped"] == {"stale": 3, "gap": 1} and snap["skipped_total"] == 4
+    assert abs(snap["latency_ms"]["infer"]["p50_ms"] - 2.0) < 0.1
+    json.dumps(snap)  # plain JSON
+    assert "gap 1" in summary_text(snap) and "skipped 4" in t.status_line()
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])
+def test_frame_encoder_matches_protocol_encoding(rng, dtype):
+    frame = rng.uniform(-0.2, 1.2, size=(3, 5, 7)).astype(np.float32)
+    enc = FrameEncoder(5, 7, dtype)
+    out = enc.encode(frame)
+    assert out is enc.out  # preallocated, reused
+    np.testing.assert_array_equal(out, encode_frame(frame, dtype))
+
+
+def test_ort_engine_runs_and_refuses_a_missing_provider(tmp_path, rng):
+    import onnxruntime as ort
+
+    from rtdecode.engines import create_engine
+    from rtdecode.engines.ort import OrtEngine
+
+    path, contract = make_model(tmp_path / "m.onnx", 16)
+    eng = create_engine("onnxruntime", str(path), contract, threads=1)
+    x = rng.normal(size=(1, *contract.input_shape)).astype(np.float32)
+    y = eng.infer(x)
+    assert y is eng.y and y.shape == (1, *contract.frame_shape)
+    ref = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"mua": x})[0]
+    np.testing.assert_allclose(y, ref, atol=1e-6)
+    assert "CPUExecutionProvider" in eng.describe() and "1 intra-op" in eng.describe()
+    with pytest.raises(EngineError, match="CUDAExecutionProvider.*not available|not active"):
+        OrtEngine(str(path), contract, providers=("CUDAExecutionProvider", "CPUExecutionProvider"), name="ort-cuda")
+
+
+# ---- the service on real LSL + ZeroMQ ----------------------------------------------------
+def _cfg(model, stream, **kw) -> ServeConfig:
+    kw.setdefault("address", "tcp://127.0.0.1:*")
+    kw.setdefault("resolve_timeout_s", 10.0)
+    kw.setdefault("status_interval_s", 0.0)
+    return ServeConfig(stream=stream, model=str(model), **kw)
+
+
+def _collect(sub: FrameSubscriber, until, timeout: float = 20.0) -> list:
+    got = []
+    wait_until(lambda: (f := sub.recv(timeout=0.05)) is not None and got.append(f) or until(got), timeout,
+               interval=0.0, what="frames")
+    return got
+
+
+@pytest.mark.lsl
+@pytest.mark.timeout(60)
+def test_missing_stream_stops_with_a_clear_error(tmp_path):
+    path, _ = make_model(tmp_path / "m.onnx", 16)
+    svc = ServiceThread(_cfg(path, unique("absent"), resolve_timeout_s=1.0))
+    svc.thread.start()
+    with pytest.raises(StreamNotFoundError, match="streams seen"):
+        svc.join(timeout=30, stop=False)
+
+
+@pytest.mark.lsl
+@pytest.mark.timeout(60)
+def test_wrong_channel_count_is_refused_before_decoding(tmp_path, rng):
+    path, _ = make_model(tmp_path / "m.onnx", 16)
+    with Pusher(tmp_path, rng.normal(size=(100, 20))) as p:
+        svc = ServiceThread(_cfg(path, p.name))
+        svc.thread.start()
+        with pytest.raises(StreamMismatchError, match="20 channels.*expects 16"):
+            svc.join(timeout=30, stop=False)
+    assert svc.service.telemetry.frames == 0
+
+
+@pytest.mark.lsl
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("policy", ["skip", "flag"])
+def test_nan_samples_are_skipped_or_flagged(tmp_path, rng, policy):
+    path, contract = make_model(tmp_path / "m.onnx", 16)
+    n = 1500
+    data = rng.normal(size=(n, 16)).astype(np.float32)
+    data[700:705, 2] = np.nan  # every window covering samples 700..704 holds NaN
+    with Pusher(tmp_path, data, chunk=4) as p:
+        with ServiceThread(_cfg(path, p.name, stride_ms=8, on_bad_samples=policy)) as svc:
+            with FrameSubscriber(svc.endpoint) as sub:
+                got = _collect(sub, lambda g: g and g[-1].header.ref_time > p.base() + 0.9, timeout=30)
+            summary = svc.join()
+    span = contract.plan.span
+    bad = [f for f in got if 700 - span < round((f.header.ref_time - p.base()) * FS) <= 704]
+    if policy == "skip":
+        assert summary.skipped.get("nan_samples", 0) >= 1
+        assert not bad and all(not f.header.flags for f in got)
+    else:
+        assert "nan_samples" not in summary.skipped
+        assert bad and all(f.header.flags == ["nan_samples"] for f in bad)
+        assert all(np.isfinite(f.image.astype(np.float32)).all() for f in bad)
+    assert summary.telemetry["stream"]["nan_samples"] == 5
+
+
+@pytest.mark.lsl
+@pytest.mark.timeout(60)
+def test_windows_spanning_a_gap_are_skipped(tmp_path, rng):
+    path, contract = make_model(tmp_path / "m.onnx", 16)
+    n = 1500
+    ts = np.arange(n) / FS
+    ts[600:] += 0.05
+    with Pusher(tmp_path, rng.normal(size=(n, 16)), ts, chunk=4) as p:
+        with ServiceThread(_cfg(path, p.name, stride_ms=8)) as svc:
+            with FrameSubscriber(svc.endpoint) as sub:
+                got = _collect(sub, lambda g: g and g[-1].header.ref_time > p.base() + ts[-400], timeout=30)
+            summary = svc.join()
+    assert summary.skipped.get("gap", 0) >= 1
+    assert summary.telemetry["stream"]["gaps"] == 1
+    span = contract.plan.span
+    for f in got:  # no published window spans sample 600
+        k = int(np.argmin(np.abs(ts + p.base() - f.header.ref_time)))
+        assert not (k < 600 < k + span)
+
+
+@pytest.mark.lsl
+@pytest.mark.timeout(60)
+def test_subscriber_that_never_reads_does_not_stall_the_decoder(tmp_path, rng):
+    path, _ = make_model(tmp_path / "m.onnx", 16, height=64, width=64)  # 12 KiB frames
+    with Pusher(tmp_path, rng.normal(size=(6000, 16)), chunk=2) as p:
+        with ServiceThread(_cfg(path, p.name, stride_ms=1, sndhwm=2, max_frames=1500)) as svc:
+            with FrameSubscriber(svc.endpoint, rcvhwm=2) as idle:  # connected, never reads
+                wait_until(lambda: not svc.thread.is_alive(), 30, what="1500 frames")
+                assert idle.sock.poll(0)  # frames did reach it
+            summary = svc.join()
+    assert summary.frames == 1500 and summary.stop_reason.startswith("max_frames")
+
+
+@pytest.mark.lsl
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_publishing_resumes_after_the_outlet_comes_back(tmp_path, rng):
+    path, contract = make_model(tmp_path / "m.onnx", 16)
+    n = 3000
+    with Pusher(tmp_path, rng.normal(size=(n, 16)), chunk=4, lose_at=1000, lose_for_s=0.5) as p:
+        with ServiceThread(_cfg(path, p.name, stride_ms=8, reconnect_backoff_s=0.05)) as svc:
+            with FrameSubscriber(svc.endpoint) as sub:
+                got = _collect(sub, lambda g: g and p.state().get("resumed_at")
+                               and g[-1].header.ref_time > p.base() + (p.state()["resumed_at"] + 300) / FS,
+                               timeout=40)
+            summary = svc.join()
+    stream = summary.telemetry["stream"]
+    assert stream["reconnects"] == 1 and stream["gaps"] >= 1 and stream["missing_samples"] > 100
+    resumed_t = p.base() + p.state()["resumed_at"] / FS
+    after = [f for f in got if f.header.ref_time >= resumed_t - 1e-4]
+    before = [f for f in got if f.header.ref_time < resumed_t - 0.4]
+    assert before and after
+    seqs = [f.header.seq for f in got]
+    assert seqs == sorted(seqs)
+
+
+@pytest.mark.lsl
+@pytest.mark.timeout(90)
+def test_1024_channel_stream_at_1khz(tmp_path, rng):
+    path, contract = make_model(tmp_path / "m1024.onnx", 1024)
+    with Pusher(tmp_path, rng.normal(size=(2000, 1024)).astype(np.float32), chunk=1) as p:
+        with ServiceThread(_cfg(path, p.name, stride_ms=16, max_frames=40)) as svc:
+            with FrameSubscriber(svc.endpoint) as sub:
+                got = _collect(sub, lambda g: len(g) >= 20, timeout=40)
+            summary = svc.join(timeout=40, stop=False)
+    assert summary.frames == 40 and not summary.skipped.get("gap")
+    h = got[-1].header
+    assert h.shape == (8, 8, 3) and h.newest_ts > h.ref_time
+    st = h.stages
+    assert st["pulled"] <= st["started"] <= st["assembled"] <= st["normalised"] <= st["inferred"] <= st["published"]
