@@ -279,3 +279,18 @@ def test_a_stalled_reader_is_counted_late_and_caught_up_without_drift():
     np.testing.assert_allclose(np.diff(ts), 1.0 / FS, rtol=1e-6)  # timestamps keep the recorded timing
     assert stats.late_pushes >= 1 and stats.max_late_s >= 0.1
     assert stats.chunks < 300  # the samples that fell due during the stall went out in one push
+
+
+def test_progress_line_reports_elapsed_total_and_rate(caplog):
+    import logging
+
+    from rtdecode.playback.player import PlaybackStats, _Progress
+
+    rec, _ = make_recording(20000)
+    prog = _Progress(True, rec, FS, 2.0, None, False)  # not a terminal under pytest: log lines
+    stats = PlaybackStats("MUA", "src", FS, 2.0, samples=20000, late_pushes=3)
+    with caplog.at_level(logging.INFO, logger="rtdecode.playback.player"):
+        prog.update(stats, 5.0)  # before the first interval (10 s): quiet
+        prog.update(stats, 10.0)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["playback synthetic: 10/10 s, 2000 samples/s, 0 markers, 3 late"]

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 # A push counts as late when it goes out this much after its last sample's timestamp (on top of
 # one chunk's duration): a sleeping loop wakes a fraction of a millisecond late as a matter of course.
 LATE_TOLERANCE_S = 0.002
-PROGRESS_INTERVAL_S = 2.0
+PROGRESS_INTERVAL_S = 2.0  # on a terminal (one line, rewritten)
+LOG_INTERVAL_S = 10.0  # as log lines otherwise
 DEFAULT_CONSUMER_TIMEOUT_S = 30.0
 
 
@@ -289,13 +290,14 @@ class _Progress:
             total = recording.n_samples
         self.total_s = None if total is None else total / (fs * speed)
         self.fs = fs
-        self.next_at = PROGRESS_INTERVAL_S
+        self.interval = PROGRESS_INTERVAL_S if self.tty else LOG_INTERVAL_S
+        self.next_at = self.interval
         self.name = recording.name
 
     def update(self, stats: PlaybackStats, elapsed: float) -> None:
         if not self.enabled or elapsed < self.next_at:
             return
-        self.next_at = elapsed + PROGRESS_INTERVAL_S
+        self.next_at = elapsed + self.interval
         total = f"/{self.total_s:.0f}" if self.total_s is not None else ""
         line = (f"playback {self.name}: {elapsed:.0f}{total} s, {stats.samples / elapsed:.0f} samples/s, "
                 f"{stats.markers} markers, {stats.late_pushes} late")
@@ -306,6 +308,6 @@ class _Progress:
             log.info(line)
 
     def close(self, stats: PlaybackStats) -> None:
-        if self.tty and self.next_at > PROGRESS_INTERVAL_S:
+        if self.tty and self.next_at > self.interval:
             sys.stderr.write("\n")
             sys.stderr.flush()
