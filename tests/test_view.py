@@ -167,3 +167,41 @@ def test_window_without_pygame_says_what_to_do():
 def test_bad_format_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="format"):
         AnimationWriter(tmp_path, "avi")
+
+
+@pytest.mark.lsl
+def test_marker_feed_reads_a_live_marker_stream():
+    import uuid
+
+    from rtdecode.display.viewer import LslMarkerFeed
+    from rtdecode.lslconfig import lsl
+
+    pylsl = lsl()
+    name = f"markers-{uuid.uuid4().hex[:8]}"
+    outlet = pylsl.StreamOutlet(pylsl.StreamInfo(name, "Markers", 1, 0, pylsl.cf_string, name))
+    feed = LslMarkerFeed(name, StimulusTracker(), timeout=10)
+    try:
+        deadline = time.monotonic() + 5
+        while not outlet.have_consumers() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        t = pylsl.local_clock()
+        outlet.push_sample([onset_marker(5, 0)], t)
+        outlet.push_sample([offset_marker(5, 0)], t + 0.2)
+        deadline = time.monotonic() + 5
+        while len(feed.onsets()) < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert feed.onsets() == [(pytest.approx(t), 5)]
+        assert feed.at(t + 0.1) == 5
+        deadline = time.monotonic() + 5
+        while feed.at(t + 0.3) is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert feed.at(t + 0.3) is None  # the offset arrived too
+    finally:
+        feed.close()
+
+
+def test_marker_feed_names_a_missing_stream():
+    from rtdecode.display.viewer import LslMarkerFeed
+
+    with pytest.raises(ConfigError, match="not found"):
+        LslMarkerFeed("no-such-markers-stream-x", StimulusTracker(), timeout=0.3)
