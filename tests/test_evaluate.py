@@ -53,6 +53,15 @@ def test_noise_scores_low_and_ssim_falls_with_noise(rng):
     np.testing.assert_allclose(ssim(x, noise), ssim(noise, x))  # symmetric
 
 
+def test_ssim_matches_scikit_image_reference():
+    # value from skimage.metrics.structural_similarity(channel_axis=2, gaussian_weights=True,
+    # sigma=1.5, use_sample_covariance=False, data_range=1.0), scikit-image 0.26
+    yy, xx = np.mgrid[0:20, 0:24]
+    a = np.stack([(np.sin(xx / 3.0) + 1) / 2, (np.cos(yy / 4.0) + 1) / 2, ((xx + yy) % 7) / 6.0])
+    b = np.stack([(np.sin(xx / 3.3) + 1) / 2, (np.cos(yy / 4.0 + 0.5) + 1) / 2, ((xx * 2 + yy) % 5) / 4.0])
+    assert ssim(a, b)[0] == pytest.approx(0.42757570283890495, abs=1e-12)
+
+
 def test_ssim_small_images_and_bad_shapes(rng):
     a = rng.uniform(size=(2, 3, 6, 6))
     assert ssim(a, a) == pytest.approx([1.0, 1.0])
@@ -240,3 +249,31 @@ def test_summarise_keys(rng):
     x = rng.uniform(size=(6, 3, 12, 12))
     s = summarise(x, x)
     assert s["pixel_corr"] == pytest.approx(1.0) and s["id_5way"] == 1.0 and s["n_images"] == 6
+
+
+def test_evaluate_checkpoint_with_learned_rfs(tmp_path, rng):
+    """A real training checkpoint (training.checkpoint) is run with torch; its rf_centres() are scored."""
+    pytest.importorskip("torch")
+    checkpoint = pytest.importorskip("training.checkpoint")
+    from training.config import preset
+    from training.model import HomeomorphicDecoder
+
+    s = write_tiny_session(tmp_path / "s.h5", rng)
+    d = load_decoding_data(tmp_path / "s.h5", image_size=16, seed=2, progress=False)
+    model = HomeomorphicDecoder(d.n_maps, d.n_electrodes, 16, [8, 16], mask=d.mask)
+    true_used = s["centres"][d.layout.used_channels]
+    model.rf.init_rf(centres=true_used + np.array([0.0, 0.02]))  # 2% of the width off, everywhere
+    model.eval()
+    config = preset("fast").updated(image_size=16, widths=(8, 16), disc_widths=(8, 16), data_seed=2)
+    checkpoint.save_checkpoint(tmp_path / "c.pt", model=model, config=config, step=1, epoch=0,
+                               norm_mean=d.normaliser.mean, norm_std=d.normaliser.std,
+                               layout_json=d.layout.to_json(), plan_json=d.plan.to_json())
+    rep = evaluate(d, checkpoint=tmp_path / "c.pt", ridge=False)
+    assert rep["metrics"]["checkpoint"]["n_images"] == len(d.test_ids)
+    assert rep["rf_recovery"]["checkpoint"]["all"]["median_pct_width"] == pytest.approx(2.0, abs=1e-3)
+    # the reconstruction is the module's own forward pass on the (re)normalised test maps
+    import torch
+
+    with torch.no_grad():
+        want = model(torch.from_numpy(renormalise(d.test_x, d, d.contract("x")))).numpy()
+    np.testing.assert_allclose(rep["reconstructions"]["checkpoint"], want, atol=1e-5)

@@ -113,8 +113,17 @@ class CheckpointDecoder:
 
         self.path = Path(path)
         self.module, self.config = load_decoder(self.path)
+        ckpt = load_checkpoint(self.path)
+        self.contract = contract_from_checkpoint(ckpt, f"checkpoint:{self.path.name}")
+        # The RF layer groups electrodes by the mask given at construction; rebuild with the real
+        # mask so a decoder restored without it does not paint every map with all electrodes.
+        try:
+            rebuilt = type(self.module).from_args(json.loads(ckpt["model_args"]), mask=self.contract.mask)
+            rebuilt.load_state_dict(ckpt["model"])
+            self.module = rebuilt
+        except (AttributeError, TypeError, KeyError) as e:
+            log.debug("checkpoint decoder kept as loaded (%s)", e)
         self.module.eval()
-        self.contract = contract_from_checkpoint(load_checkpoint(self.path), f"checkpoint:{self.path.name}")
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         import torch
@@ -168,6 +177,8 @@ def evaluate(data: DecodingData, *, model: str | Path | None = None, checkpoint:
             report["rf_recovery"][name] = (None if learned is None else
                                            rf_recovery(learned, data.rf_true, areas, width))
         log.info("%s on %s: %s", name, split, report["metrics"][name])
+    if "model" in recon and "checkpoint" in recon:  # served graph vs trained module on the same inputs
+        report["onnx_vs_checkpoint_max_abs_diff"] = float(np.abs(recon["model"] - recon["checkpoint"]).max())
     if ridge:
         t0 = time.perf_counter()
         r = RidgeDecoder.fit(data.train_x, data.train_y, data.mask, val_x=data.val_x, val_y=data.val_y)
