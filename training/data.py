@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,7 +102,7 @@ class TrialMaps:
 
 
 # ---- public entry point -------------------------------------------------------------------
-def load_decoding_data(source: str | Path, *, windows: str = "spatiotemporal", image_size: int = 64,
+def load_decoding_data(source: str | Path, *, windows: str | WindowPlan = "spatiotemporal", image_size: int = 64,
                        split: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0,
                        things_dir: str | Path | None = None, cache_dir: str | Path | None = None,
                        layout: ElectrodeLayout | None = None, monkey: str = "N",
@@ -357,11 +357,6 @@ def progress_bar(total: int, desc: str, enabled: bool = True) -> Any:
     except ImportError:
         return _NullBar()
     return tqdm(total=total, desc=desc, unit="trial", leave=False, mininterval=0.5)
-
-
-def iter_chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
-    for s in range(0, n, size):
-        yield s, min(n, s + size)
 
 
 # ---- cache ---------------------------------------------------------------------------------

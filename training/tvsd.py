@@ -18,6 +18,8 @@ user's THINGS folder (`things_dir`) by their trailing path components, then by f
 
 Image ids: training image i (train_idx = i + 1) is id i; test image j is id n_train_images + j.
 The reference sample of each trial is its onset, bin 100 of 300, as in the stream.
+MUA is used as recorded (no per-day z-scoring as in THINGS_normMUA): the decoder's normaliser,
+fitted on the training trials, is the one serving applies to the live stream.
 """
 
 from __future__ import annotations
