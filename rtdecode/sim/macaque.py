@@ -54,12 +54,13 @@ AREA_PARAMS: dict[str, dict[str, float]] = {
 POOL_DIVISOR = {"V1": 1, "V4": 2, "IT": 4}
 TAU_SUSTAIN_MS = 25.0  # rise of the sustained component
 TAU_DECAY_MS = 35.0  # decay of the sustained component after the image goes off
+V1_COLOUR_FRACTION = 0.3  # V1 cells that are also colour-opponent
 AR_TAU_MS = 25.0  # time constant of the smooth noise
 AR_SD = 0.18  # smooth-noise sd (times `noise`)
 WHITE_SD = 0.30  # white-noise sd (times `noise`)
 # Feature scales calibrated on dead-leaves images (64 px): each pooled feature ~ unit sd.
 SCALE = {
-    "V1": {"lum": 0.14, "energy_mean": 0.044, "energy_sd": 0.03},
+    "V1": {"lum": 0.14, "col": 0.125, "energy_mean": 0.044, "energy_sd": 0.03},
     "V4": {"lum": 0.11, "col": 0.095, "energy_mean": 0.07, "energy_sd": 0.026},
     "IT": {"lum": 0.08, "col": 0.07, "glob": 0.14},
 }
@@ -368,10 +369,12 @@ def _make_params(layout: ElectrodeLayout, seed: int) -> ElectrodeParams:
     polarity = np.where(rng.random(n) < 0.5, 1.0, -1.0)
     orientation = rng.uniform(0, np.pi, n)
     hue = rng.uniform(0, 2 * np.pi, n)
-    # Feature mix per area (columns, see _drive): V1 (luminance, orientation energy, -);
+    # Feature mix per area (columns, see _drive): V1 (luminance, orientation energy, colour);
     # V4 (colour, texture, luminance); IT (luminance, colour, global layout).
-    mix = {"V1": (0.8, 0.3, 0.0), "V4": (0.7, 0.25, 0.35), "IT": (0.45, 0.45, 0.4)}
+    mix = {"V1": (0.8, 0.3, 0.6), "V4": (0.7, 0.25, 0.35), "IT": (0.45, 0.45, 0.4)}
     weights = np.array([mix[a] for a in areas]) * np.exp(rng.normal(0, 0.15, (n, 3)))
+    v1 = areas == "V1"
+    weights[v1, 2] *= rng.random(int(v1.sum())) < V1_COLOUR_FRACTION  # colour-opponent ("blob") V1 cells
     layout_vec = rng.standard_normal((n, 48))
     layout_vec /= np.linalg.norm(layout_vec, axis=1, keepdims=True)
     baseline = np.exp(rng.normal(0.0, 0.3, n))
@@ -460,7 +463,7 @@ def _pool(maps: np.ndarray, gy: np.ndarray, gx: np.ndarray) -> np.ndarray:
     return np.einsum("enw,ew->ne", t, gx).reshape(k, f, -1)
 
 
-AREA_FEATURES = {"V1": ("lum", "exx", "eyy", "exy"), "V4": ("lum", "rg", "by", "energy"), "IT": ("lum", "rg", "by")}
+AREA_FEATURES = {"V1": ("lum", "rg", "by", "exx", "eyy", "exy"), "V4": ("lum", "rg", "by", "energy"), "IT": ("lum", "rg", "by")}
 
 
 def _drive(images: np.ndarray, p: ElectrodeParams, pool: dict[str, tuple], size: int) -> np.ndarray:
@@ -482,7 +485,8 @@ def _drive(images: np.ndarray, p: ElectrodeParams, pool: dict[str, tuple], size:
             e_theta = (np.cos(th) ** 2 * pooled["exx"] + np.sin(th) ** 2 * pooled["eyy"]
                        + 2 * np.sin(th) * np.cos(th) * pooled["exy"])
             ori = (np.sqrt(np.maximum(e_theta, 0)) - sc["energy_mean"]) / sc["energy_sd"]
-            d = w[0] * lum + w[1] * ori
+            col = (np.cos(p.hue[idx]) * pooled["rg"] + np.sin(p.hue[idx]) * pooled["by"]) / sc["col"]
+            d = w[0] * lum + w[1] * ori + w[2] * col  # w[2] > 0 only for colour-opponent cells
         else:
             col = (np.cos(p.hue[idx]) * pooled["rg"] + np.sin(p.hue[idx]) * pooled["by"]) / sc["col"]
             if area == "V4":
