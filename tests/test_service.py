@@ -256,7 +256,63 @@ def test_1024_channel_stream_at_1khz(tmp_path, rng):
                 got = _collect(sub, lambda g: len(g) >= 20, timeout=40)
             summary = svc.join(timeout=40, stop=False)
     assert summary.frames == 40 and not summary.skipped.get("gap")
+    assert summary.telemetry["stream"]["reconnects"] == 0 and summary.telemetry["stream"]["gaps"] == 0
     h = got[-1].header
     assert h.shape == (8, 8, 3) and h.newest_ts > h.ref_time
     st = h.stages
     assert st["pulled"] <= st["started"] <= st["assembled"] <= st["normalised"] <= st["inferred"] <= st["published"]
+
+
+@pytest.mark.lsl
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("raise_env", ["1", "0"])
+def test_lost_outlet_without_reconnect_stops_or_raises(tmp_path, rng, monkeypatch, raise_env):
+    from rtdecode.errors import StreamLostError
+
+    monkeypatch.setenv("RTDECODE_RAISE_IN_THREADS", raise_env)
+    path, _ = make_model(tmp_path / "m.onnx", 16)
+    with Pusher(tmp_path, rng.normal(size=(3000, 16)), chunk=4, lose_at=600, lose_for_s=5.0) as p:
+        svc = ServiceThread(_cfg(path, p.name, reconnect=False)).start()
+        wait_until(lambda: not svc.thread.is_alive(), 30, what="the service to stop after the loss")
+        if raise_env == "1":
+            with pytest.raises(StreamLostError, match="reconnect is off"):
+                svc.join(stop=False)
+            return
+        summary = svc.join(stop=False)
+    assert summary.stop_reason == "source failed" and "StreamLostError" in summary.error
+    assert summary.frames > 0 and summary.telemetry["stream"]["reconnects"] == 0
+
+
+@pytest.mark.lsl
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_serve_command_stops_cleanly_on_sigterm_and_records(tmp_path, rng):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    path, _ = make_model(tmp_path / "m.onnx", 16)
+    summary_file = tmp_path / "summary.json"
+    rec = tmp_path / "rec"
+    with Pusher(tmp_path, rng.normal(size=(20000, 16)), chunk=4) as p:
+        addr = f"ipc://{tmp_path}/frames"
+        proc = subprocess.Popen([sys.executable, "-m", "rtdecode", "serve", "--stream", p.name, "--model", str(path),
+                                 "--address", addr, "--status-interval", "0.5", "--record", str(rec),
+                                 "--summary-json", str(summary_file)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ))
+        try:
+            with FrameSubscriber(addr) as sub:
+                assert sub.recv(timeout=40) is not None
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = out.decode()
+    assert proc.returncode == 0, text[-3000:]
+    assert "stopped: signal SIGTERM" in text and "latency (ms)" in text
+    summary = json.loads(summary_file.read_text())
+    assert summary["frames"] > 0 and summary["config"]["stream"] == p.name and summary["error"] is None
+    assert summary["telemetry"]["latency_ms"]["end_to_end"]["p99_ms"] > 0
+    assert any(rec.iterdir())

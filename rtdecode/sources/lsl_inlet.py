@@ -107,6 +107,7 @@ class LslSource:
         self.error: BaseException | None = None
         self.info: dict[str, Any] = {}
         self.converted_from_double = False
+        self.clock_offset_s = 0.0  # LSL time_correction of the data stream (remote -> local clock)
         self._inlet: Any = None
         self._marker_inlet: Any = None
         self._stream_info: Any = None
@@ -148,7 +149,8 @@ class LslSource:
         self.info = {"name": info.name(), "type": info.type(), "channels": info.channel_count(),
                      "format": _format_name(info.channel_format()), "rate_hz": info.nominal_srate(),
                      "host": info.hostname(), "source_id": info.source_id(),
-                     "converted_from_double": self.converted_from_double}
+                     "converted_from_double": self.converted_from_double,
+                     "clock_offset_s": self.clock_offset_s}
         if self.marker_query:
             minfo = resolve_stream(self.marker_query, self.resolve_timeout_s, want_string=True)
             if minfo.channel_format() != pylsl.cf_string:
@@ -157,6 +159,11 @@ class LslSource:
             self._marker_inlet = pylsl.StreamInlet(minfo, max_buflen=360, recover=True,
                                                    processing_flags=self._proc_flags())
             self._marker_inlet.open_stream(timeout=self.resolve_timeout_s)
+            if self.clock_sync:
+                try:  # as for the data inlet: estimate the offset now, not on the first marker
+                    self._marker_inlet.time_correction(timeout=max(2.0, self.resolve_timeout_s))
+                except Exception as e:  # liblsl keeps estimating in the background
+                    log.warning("no initial LSL clock offset for the marker stream (%s)", e)
             self.info["markers"] = describe_info(minfo)
         log.info("reading %s", describe_info(info))
         return self
@@ -177,6 +184,14 @@ class LslSource:
             inlet.open_stream(timeout=self.resolve_timeout_s)
         except Exception as e:
             raise StreamLostError(f"cannot open the stream ({type(e).__name__}: {e})", stream=info.name()) from e
+        if self.clock_sync:
+            # The first clock-offset estimate takes ~0.5 s; made here, it does not hold back the
+            # first samples in the pull thread (they wait in the inlet's buffer meanwhile).
+            try:
+                self.clock_offset_s = inlet.time_correction(timeout=max(2.0, self.resolve_timeout_s))
+            except Exception as e:  # a timeout here: liblsl keeps estimating in the background
+                log.warning("no initial LSL clock offset for %r (%s); timestamps may shift a little at first",
+                            info.name(), e)
         self._stream_info = info
         self._inlet = inlet
 
