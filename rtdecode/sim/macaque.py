@@ -285,11 +285,11 @@ class VirtualMacaque:
         c = self.layout.n_channels
         trial_len = s.on_ms + s.off_ms
         resp_len = s.k_spec.shape[0]
-        innov = (np.sqrt(1.0 - s.ar_coef.astype(np.float64) ** 2) * AR_SD * s.noise).astype(np.float32)
-        white_u = np.float32(WHITE_SD * s.noise * np.sqrt(12.0))  # uniform noise with sd WHITE_SD
+        sd_u = np.sqrt(12.0)  # sd of U(-0.5, 0.5) is 1 / sqrt(12)
+        innov_u = (np.sqrt(1.0 - s.ar_coef.astype(np.float64) ** 2) * AR_SD * s.noise * sd_u).astype(np.float32)
+        white = np.float32(WHITE_SD * s.noise)
         state = (np.random.default_rng([s.seed, 0xA4]).standard_normal(c) * AR_SD * s.noise).astype(np.float32)
         pending = np.zeros((resp_len + trial_len, c), dtype=np.float32)  # responses not yet emitted
-        offset_u = s.baseline - np.float32(0.5) * white_u
 
         def noisy(n: int, key: list[int]) -> np.ndarray:
             nonlocal state
@@ -297,14 +297,16 @@ class VirtualMacaque:
             if s.noise == 0:
                 out[:] = s.baseline
                 return out
+            # AR(1) innovations are uniform (3x cheaper to draw than Gaussian); the filter sums ~50
+            # of them, so the smooth noise is Gaussian to within a few %. The white noise is Gaussian.
             rng = np.random.default_rng(key)
-            smooth = rng.standard_normal((n, c), dtype=np.float32)
-            smooth *= innov
+            smooth = rng.random((n, c), dtype=np.float32)
+            smooth -= np.float32(0.5)
+            smooth *= innov_u
             state = _ar1_inplace(smooth, s.ar_coef, state)
-            # White noise: uniform with the same sd (3x cheaper to draw than a Gaussian).
-            rng.random(dtype=np.float32, out=out)
-            out *= white_u
-            out += offset_u
+            rng.standard_normal(dtype=np.float32, out=out)
+            out *= white
+            out += s.baseline
             out += smooth
             return out
 
