@@ -298,3 +298,46 @@ def test_extreme_images_never_give_nan():
     mua, _ = _samples(v.recording(imgs))
     assert np.isfinite(mua).all()
     assert np.isfinite(v.drive(imgs)).all()
+
+
+# ---- live ------------------------------------------------------------------------------------
+@pytest.mark.lsl
+def test_simulate_live_streams_the_recording_samples_over_lsl():
+    """`rtdecode simulate --live` in a child process: the LSL samples are the recording's samples."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import uuid
+
+    from rtdecode.lslconfig import lsl
+
+    pylsl = lsl()
+    name = f"sim-live-{uuid.uuid4().hex[:8]}"
+    cmd = [sys.executable, "-m", "rtdecode", "simulate", "--live", "--n-images", "3", "--seed", "3",
+           "--image-size", "16", "--endless", "--duration", "20", "--stream-name", name]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ))
+    try:
+        found = pylsl.resolve_byprop("name", name, 1, 15.0)
+        assert found, f"stream {name} never appeared; stderr: {proc.stderr.read1().decode() if proc.poll() else ''}"
+        inlet = pylsl.StreamInlet(found[0], max_buflen=30)
+        assert inlet.info().channel_count() == 1024 and inlet.info().nominal_srate() == 1000.0
+        got = []
+        deadline = time.monotonic() + 15.0
+        while sum(len(c) for c in got) < 300 and time.monotonic() < deadline:
+            chunk, _ = inlet.pull_chunk(timeout=0.5)
+            if chunk:
+                got.append(np.asarray(chunk, dtype=np.float32))
+        inlet.close_stream()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    received = np.concatenate(got)
+    assert received.shape[0] >= 300, "fewer than 300 samples arrived"
+    ref_rec = VirtualMacaque(seed=3, image_size=16).recording(n_images=3, endless=True)
+    blocks = ref_rec.blocks()
+    ref = np.concatenate([next(blocks).mua for _ in range(40)])  # 16.5 s of samples
+    start = np.flatnonzero((ref == received[0]).all(axis=1))
+    assert start.size == 1, "first received sample is not (uniquely) in the recording"
+    n = min(received.shape[0], ref.shape[0] - int(start[0]))
+    np.testing.assert_array_equal(received[:n], ref[start[0]:start[0] + n])

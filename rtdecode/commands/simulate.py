@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     live.add_argument("--live", action="store_true", help="stream over LSL instead of writing a file")
     live.add_argument("--speed", type=float, default=1.0, help="playback speed (1 = real time)")
     live.add_argument("--stream-name", default="MUA", help="LSL stream name")
+    live.add_argument("--marker-stream", default=None,
+                      help="LSL marker stream name (default: the stream name + '-markers')")
     live.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     live.add_argument("--loop", action="store_true", help="start over after the last image")
     live.add_argument("--endless", action="store_true",
@@ -51,8 +53,9 @@ def run(args: argparse.Namespace) -> int:
 
         rec = vm.recording(images, args.n_images, endless=args.endless, on_ms=args.on_ms,
                            off_ms=args.off_ms, repeats=args.repeats)
-        stats = play(rec, stream_name=args.stream_name, stream_type="MUA", speed=args.speed,
-                     loop=args.loop, duration=args.duration)
+        markers = args.marker_stream or f"{args.stream_name}-markers"
+        stats = play(rec, stream_name=args.stream_name, stream_type="MUA", marker_stream=markers,
+                     speed=args.speed, loop=args.loop, duration=args.duration)
         print(f"streamed virtual macaque (seed {args.seed}) as LSL stream {args.stream_name!r}: "
               f"{stats.samples} samples in {stats.elapsed_s:.1f} s, {stats.markers} markers, "
               f"{stats.late_pushes} late pushes, stopped by {stats.stopped_by}")

@@ -148,7 +148,8 @@ class VirtualMacaque:
         decay = level_at_off * np.exp(-np.maximum(t - on_ms, 0) / TAU_DECAY_MS)
         sustained = np.where(t < on_ms, rise, decay)
         # The transient is cut short (and decays) when the image goes off before it is over.
-        trans = np.where(t < on_ms, trans, _alpha(np.full_like(t, on_ms), tp) * np.exp(-(t - on_ms) / 8.0))
+        trans = np.where(t < on_ms, trans,
+                         _alpha(np.full_like(t, on_ms), tp) * np.exp(-np.maximum(t - on_ms, 0) / 8.0))
         specific = trans + p.sustain[None, :] * sustained
         onset = trans
         offset = _alpha(t - on_ms, tp)
