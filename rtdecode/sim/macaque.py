@@ -105,6 +105,8 @@ class VirtualMacaque:
         if self.image_size < 8:
             raise ConfigError(f"image_size must be at least 8 pixels, got {image_size}")
         self.seed = int(seed)
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {seed}")
         self.noise = float(noise)
         if not (np.isfinite(self.noise) and self.noise >= 0):
             raise ConfigError(f"noise must be a finite number >= 0, got {noise}")
@@ -129,12 +131,15 @@ class VirtualMacaque:
         return self.layout.with_rf(np.clip(c, 0.0, 1.0), s)
 
     # ---- responses -------------------------------------------------------------------------
-    def drive(self, images: np.ndarray, batch: int = 64) -> np.ndarray:
+    def drive(self, images: np.ndarray, batch: int = 64, progress: bool = False) -> np.ndarray:
         """Image-specific drive of every channel, float32 [K, C] (0 for channels not driven)."""
         images = conform_images(images, self.image_size)
         out = np.zeros((images.shape[0], self.layout.n_channels), dtype=np.float32)
+        bar = _Progress(images.shape[0], "responses", enabled=progress and images.shape[0] > 4 * batch)
         for s in range(0, images.shape[0], batch):
             out[s:s + batch] = _drive(images[s:s + batch], self.params, self._pool, self.image_size)
+            bar.update(min(batch, images.shape[0] - s))
+        bar.close()
         return out
 
     def trial_kernels(self, on_ms: int, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -175,7 +180,7 @@ class VirtualMacaque:
         from ..session import SessionWriter
 
         t0 = time.perf_counter()
-        imgs, names = self._resolve_images(images, n_images, image_seed)
+        imgs, names = self._resolve_images(images, n_images, image_seed, progress)
         order = self._order(imgs.shape[0], repeats)
         on_ms, off_ms = _check_timing(on_ms, off_ms)
         onset, offset, total = self.schedule(order.size, on_ms, off_ms)
@@ -185,12 +190,12 @@ class VirtualMacaque:
                      "version": SIM_VERSION, "layout": self.layout.name}
         desc = description or (f"virtual macaque (seed {self.seed}), {imgs.shape[0]} images, "
                                f"{on_ms} ms on / {off_ms} ms off")
+        synth = self._synth(imgs, on_ms, off_ms, progress)
         bar = _Progress(order.size, "simulate", enabled=progress)
         with SessionWriter(path, layout, self.sampling_rate_hz, description=desc,
                            attrs={"seed": self.seed, "simulator": json.dumps(sim_attrs)}) as w:
             pending: list[np.ndarray] = []
             n_pending = 0
-            synth = self._synth(imgs, on_ms, off_ms)
             for i, (mua, _markers) in enumerate(self._blocks(synth, order)):
                 pending.append(mua)
                 n_pending += mua.shape[0]
@@ -234,8 +239,8 @@ class VirtualMacaque:
                          total, imgs)
 
     # ---- internals -------------------------------------------------------------------------
-    def _resolve_images(self, images: Any, n_images: int | None, image_seed: int | None
-                        ) -> tuple[np.ndarray, list[str] | None]:
+    def _resolve_images(self, images: Any, n_images: int | None, image_seed: int | None,
+                        progress: bool = False) -> tuple[np.ndarray, list[str] | None]:
         if images is not None and n_images is not None and not isinstance(images, (str, Path)):
             raise ConfigError("give either images or n_images, not both")
         if isinstance(images, (str, Path)):
@@ -247,7 +252,13 @@ class VirtualMacaque:
         if n < 1:
             raise ConfigError(f"n_images must be at least 1, got {n_images}")
         seed = self.seed if image_seed is None else int(image_seed)
-        return dead_leaves(n, self.image_size, seed), None
+        out = np.empty((n, self.image_size, self.image_size, 3), dtype=np.uint8)
+        bar = _Progress(n, "images", enabled=progress and n > 200)
+        for s in range(0, n, 100):
+            out[s:s + 100] = dead_leaves(min(100, n - s), self.image_size, seed, start=s)
+            bar.update(min(100, n - s))
+        bar.close()
+        return out, None
 
     def _order(self, n_images: int, repeats: int) -> np.ndarray:
         if int(repeats) < 1:
@@ -264,13 +275,13 @@ class VirtualMacaque:
             yield from (int(k) for k in np.random.default_rng([self.seed, 0xE0, epoch]).permutation(n_images))
             epoch += 1
 
-    def _synth(self, images: np.ndarray, on_ms: int, off_ms: int) -> _TrialSynth:
+    def _synth(self, images: np.ndarray, on_ms: int, off_ms: int, progress: bool = False) -> _TrialSynth:
         """Everything per-image and per-channel that the trial loop needs, computed once."""
         p = self.params
         resp_len = int(on_ms + p.latency_ms.max() + 8 * p.tau_peak_ms.max() + 5 * TAU_DECAY_MS)
         k_spec, k_on, k_off = self.trial_kernels(on_ms, resp_len)
         k_on *= p.onset_gain[None, :].astype(np.float32)
-        drive = self.drive(images)  # [K, C]
+        drive = self.drive(images, progress=progress)  # [K, C]
         amp = (p.gain[None, :] * _softplus(drive)).astype(np.float32)  # image-specific amplitude
         off_amp = (p.offset_gain[None, :] * (0.5 + 0.5 * _softplus(drive))).astype(np.float32)
         amp[:, ~p.driven] = 0.0

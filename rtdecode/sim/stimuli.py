@@ -18,19 +18,20 @@ from ..errors import ConfigError, SessionError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-def dead_leaves(n: int, size: int = 64, seed: int = 0, *, n_leaves: int = 40,
+def dead_leaves(n: int, size: int = 64, seed: int = 0, *, start: int = 0, n_leaves: int = 40,
                 r_min: float = 0.05, r_max: float = 0.5, supersample: int = 2) -> np.ndarray:
     """Seeded colour dead-leaves images, uint8 [n, size, size, 3].
 
     r_min / r_max are disc radii as fractions of the image width; radii are drawn with density
     ~ r^-3 (scale invariance). Discs are painted back to front over a random background and the
     image is rendered at `supersample` x the size and box-filtered (anti-aliased edges). Image i
-    depends only on (seed, i), so a longer set starts with the images of a shorter one.
+    depends only on (seed, i), so a longer set starts with the images of a shorter one; `start`
+    returns images start .. start + n - 1 of the set (for generating it in batches).
     """
     n = int(n)
     size = int(size)
-    if n < 0:
-        raise ConfigError(f"number of images must be >= 0, got {n}")
+    if n < 0 or seed < 0 or start < 0:
+        raise ConfigError(f"number of images, seed and start must be >= 0, got {n}, {seed}, {start}")
     if size < 4:
         raise ConfigError(f"image size must be at least 4 pixels, got {size}")
     if not 0 < r_min < r_max:
@@ -40,7 +41,7 @@ def dead_leaves(n: int, size: int = 64, seed: int = 0, *, n_leaves: int = 40,
     coords = (np.arange(hi, dtype=np.float32) + 0.5) / hi
     out = np.empty((n, size, size, 3), dtype=np.uint8)
     for i in range(n):
-        rng = np.random.default_rng([int(seed), 0x5EAF, i])
+        rng = np.random.default_rng([int(seed), 0x5EAF, int(start) + i])
         # Inverse-CDF sampling of p(r) ~ r^-3 on [r_min, r_max].
         u = rng.random(n_leaves)
         r = (r_min ** -2 - u * (r_min ** -2 - r_max ** -2)) ** -0.5
