@@ -2,9 +2,10 @@
 
 The exported graph is the *deployed form* of the decoder: the RF layer's Gaussian bases Gx, Gy
 and the reciprocal of each map's Gaussian density depend on the parameters only, so they are
-computed once here and stored as initializers (`rf.gx` [E, W], `rf.gy` [E, H], `rf.inv_density`
-[M, H, W]); the graph is then two MatMuls and a Mul in front of the U-Net (BatchNorm is folded
-into the convolutions by the exporter). The learned RF centres and widths, which the graph no
+computed once here and stored as initializers per electrode group (see DeployedDecoder); the
+graph is then Gathers, MatMuls and a Mul in front of the U-Net (BatchNorm is folded
+into the convolutions by the exporter). Selecting each group's electrodes also applies the
+map mask. The learned RF centres and widths, which the graph no
 longer needs, travel in metadata: `training.rf_centres` / `training.rf_sigmas` =
 {"shape": [...], "data": base64 float32 little-endian}.
 
@@ -42,24 +43,42 @@ RF_SIGMAS_KEY = "training.rf_sigmas"
 
 
 class DeployedDecoder(nn.Module):
-    """The decoder with its RF layer reduced to fixed buffers: what ONNX and engines run."""
+    """The decoder with its RF layer reduced to fixed buffers: what ONNX and engines run.
+
+    Per electrode group g (maps sharing their electrodes): `gx{g}` [Eg, W], `gy{g}` [Eg, H] and
+    `scale{g}` [H, W] (1 / (density + eps), or ones), so the graph paints each group with its own
+    electrodes only.
+    """
 
     def __init__(self, model: HomeomorphicDecoder):
         super().__init__()
         rf = model.rf
+        self.n_groups = len(rf.groups)
         with torch.no_grad():
             gx, gy = rf.bases()
-            scale = (1.0 / (rf.density(gx, gy) + rf.norm_eps) if rf.normalise
-                     else torch.ones(rf.n_maps, rf.image_size, rf.image_size))
-        self.register_buffer("mask", rf.mask.detach().clone())
-        self.register_buffer("gx", gx.detach().clone())
-        self.register_buffer("gy", gy.detach().clone())
-        self.register_buffer("inv_density", scale.detach().clone())
+            for g, (maps, elec) in enumerate(rf.groups):
+                e = torch.as_tensor(elec, dtype=torch.long)
+                gxg, gyg = gx[e].clone(), gy[e].clone()
+                scale = (1.0 / (gyg.transpose(0, 1) @ gxg + rf.norm_eps) if rf.normalise
+                         else torch.ones(rf.image_size, rf.image_size))
+                self.register_buffer(f"maps{g}", torch.as_tensor(maps, dtype=torch.long))
+                self.register_buffer(f"elec{g}", e)
+                self.register_buffer(f"gx{g}", gxg)
+                self.register_buffer(f"gy{g}", gyg)
+                self.register_buffer(f"scale{g}", scale)
+        self.register_buffer("inverse_order", rf._inverse_order.clone())
         self.generator = model.generator
 
     def forward(self, mua: torch.Tensor) -> torch.Tensor:
-        x = mua * self.mask
-        painted = torch.matmul((x.unsqueeze(-1) * self.gy).transpose(-1, -2), self.gx) * self.inv_density
+        out = []
+        for g in range(self.n_groups):
+            xg = mua.index_select(1, getattr(self, f"maps{g}")).index_select(2, getattr(self, f"elec{g}"))
+            painted = torch.matmul((xg.unsqueeze(-1) * getattr(self, f"gy{g}")).transpose(-1, -2),
+                                   getattr(self, f"gx{g}"))
+            out.append(painted * getattr(self, f"scale{g}"))
+        painted = torch.cat(out, dim=1)
+        if self.n_groups > 1:
+            painted = painted.index_select(1, self.inverse_order)
         return self.generator(painted)
 
 
@@ -140,7 +159,7 @@ def check_parity(model: HomeomorphicDecoder, onnx_path: str | Path, *, real_inpu
     m, e = mask.shape
     cases: dict[str, np.ndarray] = {
         "random_b1": (rng.standard_normal((1, m, e)) * mask).astype(np.float32),
-        "random_b3": (rng.standard_normal((3, m, e)) * mask).astype(np.float32),
+        "random_b3": rng.standard_normal((3, m, e)).astype(np.float32),  # unmasked: the graph masks
     }
     if real_inputs is not None and len(real_inputs):
         real = np.ascontiguousarray(real_inputs, dtype=np.float32)

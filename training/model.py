@@ -35,10 +35,29 @@ class GaussianRFLayer(nn.Module):
         self.normalise = bool(normalise)
         self.norm_eps = float(norm_eps)
         self.register_buffer("mask", mask_t)
+        self._set_groups()
+        self.register_load_state_dict_post_hook(lambda module, _keys: module._set_groups())
         # pixel centres in image-normalised coordinates
         self.register_buffer("grid", (torch.arange(self.image_size, dtype=torch.float32) + 0.5) / self.image_size)
         self.centres = nn.Parameter(spread_centres(e), requires_grad=learn)
         self.log_sigma = nn.Parameter(torch.full((e,), math.log(0.05)), requires_grad=learn)
+
+    def _set_groups(self) -> None:
+        """Group maps that share their electrodes (identical mask rows): each group is painted with
+        only its electrodes, 3x less work than a dense product for area groups, 15x for arrays."""
+        for name in [n for n, _ in self.named_buffers(recurse=False) if n.startswith(("_maps", "_elec"))]:
+            delattr(self, name)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, row in enumerate(self.mask.detach().cpu().numpy() != 0):
+            groups.setdefault(tuple(np.flatnonzero(row).tolist()), []).append(i)
+        self.groups = [(maps, list(elec)) for elec, maps in groups.items()]
+        order = [mi for maps, _ in self.groups for mi in maps]
+        dev = self.mask.device
+        self.register_buffer("_inverse_order", torch.as_tensor(np.argsort(order), dtype=torch.long, device=dev),
+                             persistent=False)
+        for g, (maps, elec) in enumerate(self.groups):
+            self.register_buffer(f"_maps{g}", torch.as_tensor(maps, dtype=torch.long, device=dev), persistent=False)
+            self.register_buffer(f"_elec{g}", torch.as_tensor(elec, dtype=torch.long, device=dev), persistent=False)
 
     @torch.no_grad()
     def init_rf(self, centres: np.ndarray | None = None, sigmas: np.ndarray | None = None) -> None:
@@ -66,14 +85,24 @@ class GaussianRFLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gx, gy = self.bases()
         x = x * self.mask  # robust to unmasked input; exported graphs keep this
-        # [B, M, E, 1] * [E, H] -> [B, M, E, H]; then [B, M, H, E] @ [E, W] -> [B, M, H, W]
-        painted = torch.matmul((x.unsqueeze(-1) * gy).transpose(-1, -2), gx)
-        if self.normalise:
-            painted = painted / (self.density(gx, gy) + self.norm_eps)
-        return painted
+        out = []
+        for g in range(len(self.groups)):
+            maps, elec = getattr(self, f"_maps{g}"), getattr(self, f"_elec{g}")
+            xg = x.index_select(1, maps).index_select(2, elec)  # [B, Mg, Eg]
+            gyg, gxg = gy.index_select(0, elec), gx.index_select(0, elec)
+            # [B, Mg, Eg, 1] * [Eg, H] -> [B, Mg, Eg, H]; [B, Mg, H, Eg] @ [Eg, W] -> [B, Mg, H, W]
+            painted = torch.matmul((xg.unsqueeze(-1) * gyg).transpose(-1, -2), gxg)
+            if self.normalise:
+                dens = torch.matmul(gyg.transpose(0, 1), gxg)  # [H, W], same for the group's maps
+                painted = painted / (dens + self.norm_eps)
+            out.append(painted)
+        painted = torch.cat(out, dim=1)
+        return painted if len(self.groups) == 1 else painted.index_select(1, self._inverse_order)
 
-    def density(self, gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
+    def density(self, gx: torch.Tensor | None = None, gy: torch.Tensor | None = None) -> torch.Tensor:
         """[M, H, W]: sum of the Gaussians of each map's electrodes (depends on parameters only)."""
+        if gx is None or gy is None:
+            gx, gy = self.bases()
         return torch.matmul((self.mask.unsqueeze(-1) * gy).transpose(-1, -2), gx)
 
 
