@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,9 @@ class ServeConfig:
     model: str | None = None  # rtdecode ONNX decoder (required to run)
     engine: str = "onnxruntime"  # engine registry name, or "auto"
     threads: int | None = None  # engine intra-op threads (None: engine default)
+    # engine-specific options, e.g. {"engine_path": "m.engine", "fp16": true, "cache_dir": "trt-cache",
+    # "device_id": 0, "cuda_graph": true} (see docs/gpu.md); passed to the engine's factory as keywords
+    engine_options: dict[str, Any] = field(default_factory=dict)
     stride_ms: float = 16.0  # one frame per stride of new data (16 ms ~ 60 Hz; >= 1 sample)
     mode: str = "sliding"  # sliding: newest complete window; event: one frame per onset marker
     marker_stream: str | None = None  # LSL string stream with onset markers (event mode)
@@ -64,6 +67,9 @@ class ServeConfig:
         _check_str(self, "engine", nonempty=True)
         if self.threads is not None:
             _check_int(self, "threads", lo=1)
+        if not isinstance(self.engine_options, dict) or not all(
+                isinstance(k, str) and k.isidentifier() for k in self.engine_options):
+            raise ConfigError(f"engine_options must be a table of option names to values, got {self.engine_options!r}")
         _check_num(self, "stride_ms", lo=0.0, lo_open=True)
         _check_choice(self, "mode", MODES)
         if self.marker_stream is not None:

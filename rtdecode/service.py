@@ -114,7 +114,7 @@ class DecoderService:
         cfg = self.config
         configure_lsl(scope=cfg.lsl_scope)
         self.contract = c = read_contract(cfg.model)
-        opts = {} if cfg.threads is None else {"threads": cfg.threads}
+        opts = {**cfg.engine_options, **({} if cfg.threads is None else {"threads": cfg.threads})}
         self.engine = create_engine(cfg.engine, cfg.model, c, **opts)
         selection = getattr(self.engine, "selection", None)
         if selection is not None:  # --engine auto: which engine and why the faster ones were passed over

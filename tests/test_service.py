@@ -316,3 +316,27 @@ def test_serve_command_stops_cleanly_on_sigterm_and_records(tmp_path, rng):
     assert summary["frames"] > 0 and summary["config"]["stream"] == p.name and summary["error"] is None
     assert summary["telemetry"]["latency_ms"]["end_to_end"]["p99_ms"] > 0
     assert any(rec.iterdir())
+
+
+def test_engine_options_from_file_and_flags(tmp_path):
+    """--engine-opt values (JSON-parsed) merge over the config file's engine_options."""
+    from rtdecode.commands.serve import build_config
+
+    p = tmp_path / "serve.toml"
+    p.write_text('engine = "tensorrt"\n[engine_options]\nengine_path = "m.engine"\ncuda_graph = false\n')
+    args = argparse.Namespace(config=str(p), summary_json=None,
+                              engine_opt=["cuda_graph=true", "cache_dir=trt cache"])
+    cfg = build_config(args)
+    assert cfg.engine_options == {"engine_path": "m.engine", "cuda_graph": True, "cache_dir": "trt cache"}
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        build_config(argparse.Namespace(config=None, summary_json=None, engine_opt=["fp16"]))
+    with pytest.raises(ConfigError, match="engine_options"):
+        ServeConfig(engine_options={"not an identifier": 1})
+
+
+def test_unknown_engine_option_is_named(tmp_path):
+    from rtdecode.engines import create_engine
+
+    path, contract = make_model(tmp_path / "m.onnx")
+    with pytest.raises(EngineError, match="colour_depth"):
+        create_engine("onnxruntime", str(path), contract, colour_depth=8)

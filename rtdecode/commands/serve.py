@@ -57,6 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help=f"{text} (default: {getattr(_D, key)})")
     p.add_argument("--no-reconnect", dest="reconnect", action="store_false", default=argparse.SUPPRESS,
                    help="stop when the outlet vanishes instead of reconnecting")
+    p.add_argument("--engine-opt", dest="engine_opt", action="append", default=None, metavar="KEY=VALUE",
+                   help="engine-specific option, repeatable (values parsed as JSON where they can be), e.g. "
+                        "--engine-opt engine_path=m.engine --engine-opt fp16=true; see docs/gpu.md")
     p.add_argument("--summary-json", default=None, help="write the final summary (JSON) to this file")
     p.set_defaults(func=run)
 
@@ -66,7 +69,25 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
     cfg = ServeConfig.from_file(args.config) if getattr(args, "config", None) else ServeConfig()
     keys = set(ServeConfig.field_names())
     flags = {k: v for k, v in vars(args).items() if k in keys}
+    if getattr(args, "engine_opt", None):
+        flags["engine_options"] = {**cfg.engine_options, **parse_engine_opts(args.engine_opt)}
     return cfg.override(flags, source="command line")
+
+
+def parse_engine_opts(items: list[str]) -> dict:
+    """['fp16=true', 'engine_path=m.engine'] -> {'fp16': True, 'engine_path': 'm.engine'}."""
+    from ..errors import ConfigError
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--engine-opt {item!r} must be KEY=VALUE")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
 
 
 def run(args: argparse.Namespace) -> int:

@@ -61,5 +61,12 @@ def create_engine(name: str, model_path: str, contract: Any, **options: Any) -> 
         return choose_engine(model_path, contract, **options)
     if name not in REGISTRY:
         raise EngineError(f"unknown engine; expected one of {sorted(REGISTRY) + ['auto']}", engine=name)
-    module, _, factory = REGISTRY[name].partition(":")
-    return getattr(importlib.import_module(module), factory)(model_path, contract, **options)
+    module, _, factory_name = REGISTRY[name].partition(":")
+    factory = getattr(importlib.import_module(module), factory_name)
+    try:
+        return factory(model_path, contract, **options)
+    except TypeError as e:  # an option the engine does not take: say which, not a bare TypeError
+        if "unexpected keyword argument" not in str(e):
+            raise
+        raise EngineError(f"{e.args[0].split(' got ')[-1]}; see docs/gpu.md for each engine's options",
+                          engine=name) from e
