@@ -277,12 +277,17 @@ def _write(bar: Any, msg: str, progress: bool) -> None:
 
 def train_from_source(source: str | Path, config: TrainConfig, out_dir: str | Path, *,
                       resume: str | Path | None = None, cache_dir: str | Path | None = None,
+                      things_dir: str | Path | None = None, monkey: str = "N",
                       progress: bool = True) -> TrainResult:
-    """Load a session .h5 / TVSD folder with the config's windows, size and split, then train."""
+    """Load a session .h5 / TVSD folder with the config's windows, size and split, then train.
+
+    TVSD only: things_dir is the local THINGS image folder, monkey 'N' or 'F'.
+    """
     from .data import load_decoding_data
 
     data = load_decoding_data(source, windows=config.windows, image_size=config.image_size, split=config.split,
-                              seed=config.data_seed, cache_dir=cache_dir, progress=progress)
+                              seed=config.data_seed, cache_dir=cache_dir, things_dir=things_dir, monkey=monkey,
+                              progress=progress)
     return train(data, config, out_dir, resume=resume, progress=progress,
                  data_info={"source": str(Path(source).resolve())})
 

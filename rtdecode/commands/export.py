@@ -10,7 +10,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("checkpoint", help="a checkpoint written by `rtdecode train` (best.pt / last.pt)")
     p.add_argument("--out", required=True, help="the .onnx file to write (one file, no external data)")
-    p.add_argument("--name", default=None, help="model name in the model id (default homeomorphic-<preset>)")
+    p.add_argument("--name", default=None, help="model name in the model id (homeomorphic-<preset> when omitted)%(default).0s")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset")
     p.add_argument("--tol", type=float, default=1e-4, help="max |ONNX Runtime - torch| accepted in the parity check")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -10,25 +10,27 @@ def register(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", required=True, help="an rtdecode session .h5 (e.g. from `rtdecode simulate`) or a TVSD folder")
     p.add_argument("--preset", choices=("fast", "paper"), default=None,
-                   help="base configuration (fast: 64x64 CPU demo model; paper: MonkeySee 96x96); default fast")
-    p.add_argument("--config", default=None, help="a JSON TrainConfig file (its 'preset' key picks the base)")
+                   help="base configuration (fast: 64x64 CPU demo model; paper: MonkeySee 96x96); fast when omitted%(default).0s")
+    p.add_argument("--config", default=None, help="a JSON TrainConfig file (its 'preset' key picks the base)%(default).0s")
     p.add_argument("--windows", choices=("spatiotemporal", "spatial"), default=None,
-                   help="input maps: 3 areas x 5 time windows, or one long window per array")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (preset value if omitted)")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps")
-    p.add_argument("--batch-size", type=int, default=None, help="batch size (preset: 8)")
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (preset: 2e-4)")
-    p.add_argument("--w-adv", type=float, default=None, help="adversarial loss weight (0: no discriminator)")
-    p.add_argument("--w-vgg", type=float, default=None, help="VGG19 feature loss weight (needs --vgg-weights)")
-    p.add_argument("--w-l1", type=float, default=None, help="L1 pixel loss weight")
+                   help="input maps: 3 areas x 5 time windows, or one long window per array; preset: spatiotemporal%(default).0s")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (fast 30, paper 100)%(default).0s")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps (overrides --epochs)%(default).0s")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size (preset: 8)%(default).0s")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (preset: 2e-4)%(default).0s")
+    p.add_argument("--w-adv", type=float, default=None, help="adversarial loss weight, 0: no discriminator (preset: 0.01)%(default).0s")
+    p.add_argument("--w-vgg", type=float, default=None, help="VGG19 feature loss weight, needs --vgg-weights (preset: 1.0)%(default).0s")
+    p.add_argument("--w-l1", type=float, default=None, help="L1 pixel loss weight (preset: 0.5)%(default).0s")
     p.add_argument("--vgg-weights", default=None,
-                   help="torchvision vgg19 state dict (.pth) or .safetensors; without it the VGG loss is off")
+                   help="torchvision vgg19 state dict (.pth) or .safetensors; without it the VGG loss is off%(default).0s")
     p.add_argument("--out", default="runs/train", help="output folder: best.pt, last.pt, config.json, history.jsonl")
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="training device (default cpu)")
-    p.add_argument("--seed", type=int, default=None, help="seed of initialisation and batch order (default 0)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (0: min(2, cores))")
-    p.add_argument("--resume", default=None, help="continue from this checkpoint (its config is used)")
-    p.add_argument("--cache-dir", default=None, help="cache the assembled window maps here")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="training device (preset: cpu)%(default).0s")
+    p.add_argument("--seed", type=int, default=None, help="seed of initialisation and batch order (preset: 0)%(default).0s")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads, 0: min(2, cores) (preset: 0)%(default).0s")
+    p.add_argument("--resume", default=None, help="continue from this checkpoint (its config is used)%(default).0s")
+    p.add_argument("--cache-dir", default=None, help="cache the assembled window maps here%(default).0s")
+    p.add_argument("--things-dir", default=None, help="TVSD only: your local THINGS image folder%(default).0s")
+    p.add_argument("--monkey", choices=("N", "F"), default="N", help="TVSD only: which monkey")
     p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
     p.set_defaults(func=run)
 
@@ -58,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         config = preset(args.preset or "fast").updated(**overrides)
     result = train_from_source(args.data, config, args.out, resume=args.resume, cache_dir=args.cache_dir,
-                               progress=not args.no_progress)
+                               things_dir=args.things_dir, monkey=args.monkey, progress=not args.no_progress)
     if result.note:
         print(f"note: {result.note}")
     last = result.history[-1] if result.history else {}
