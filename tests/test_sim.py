@@ -341,3 +341,16 @@ def test_simulate_live_streams_the_recording_samples_over_lsl():
     assert start.size == 1, "first received sample is not (uniquely) in the recording"
     n = min(received.shape[0], ref.shape[0] - int(start[0]))
     np.testing.assert_array_equal(received[:n], ref[start[0]:start[0] + n])
+
+
+@pytest.mark.parametrize("size", [10, 50])
+def test_odd_image_sizes_and_monkey_f(size):
+    from rtdecode.layout import tvsd_monkey_f
+
+    v = VirtualMacaque(tvsd_monkey_f(), image_size=size, seed=1)
+    rec = v.recording(n_images=2)
+    assert rec.images.shape == (2, size, size, 3)
+    mua, _ = _samples(rec)
+    assert mua.shape == (1300, 1024) and np.isfinite(mua).all()
+    d = v.drive(rec.images)
+    assert d[:, v.layout.usable].std() > 0.2  # every area is driven at this size

@@ -425,13 +425,21 @@ def _grid_in_cell(m: int, x0: float, y0: float, w: float, h: float, rng: np.rand
     return np.column_stack([x0 + w * np.clip(pts[:, 0], 0, 1), y0 + h * np.clip(pts[:, 1], 0, 1)])
 
 
+def pool_factor(area: str, size: int) -> int:
+    """Integer down-sampling factor of an area's pooling grid (at least 4 pixels across)."""
+    f = POOL_DIVISOR[area]
+    while f > 1 and size // f < 4:
+        f //= 2
+    return f
+
+
 def _pooling_matrices(p: ElectrodeParams, area: str, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(channel indices, Gy [E, h], Gx [E, w]) of the area's driven electrodes at its pooling resolution.
 
     Each 1-D Gaussian is normalised to sum 1 so the 2-D weight (outer product) sums to 1.
     """
     idx = np.flatnonzero((p.area == area) & p.driven)
-    res = max(4, size // POOL_DIVISOR[area])
+    res = size // pool_factor(area, size)
     coords = (np.arange(res) + 0.5) / res
     s = p.sigma[idx, None]
     gx = np.exp(-0.5 * ((coords[None, :] - p.centre[idx, 0:1]) / s) ** 2)
@@ -489,7 +497,7 @@ def _drive(images: np.ndarray, p: ElectrodeParams, pool: dict[str, tuple], size:
         if idx.size == 0:
             continue
         names = AREA_FEATURES[area]
-        maps = _downsample(np.stack([feats[n] for n in names], axis=1), max(1, size // gy.shape[1]))
+        maps = _downsample(np.stack([feats[n] for n in names], axis=1), pool_factor(area, size))
         pooled = dict(zip(names, np.moveaxis(_pool(maps, gy, gx), 1, 0), strict=True))  # each [K, E]
         sc = SCALE[area]
         w = p.weights[idx].T[:, None, :]  # [3, 1, E]
