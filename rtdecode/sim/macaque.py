@@ -302,6 +302,7 @@ class VirtualMacaque:
         white = np.float32(WHITE_SD * s.noise)
         state = (np.random.default_rng([s.seed, 0xA4]).standard_normal(c) * AR_SD * s.noise).astype(np.float32)
         pending = np.zeros((resp_len + trial_len, c), dtype=np.float32)  # responses not yet emitted
+        tmp = np.empty((resp_len, c), dtype=np.float32)
 
         def noisy(n: int, key: list[int]) -> np.ndarray:
             nonlocal state
@@ -325,12 +326,13 @@ class VirtualMacaque:
         yield noisy(BASELINE_MS, [s.seed, 0xB0]), []
         for i, k in enumerate(trials):
             k = int(k)
-            pending[:resp_len] += s.k_spec * s.amp[k]
-            pending[:resp_len] += s.k_on
-            pending[:resp_len] += s.k_off * s.off_amp[k]
+            head = pending[:resp_len]
+            head += np.multiply(s.k_spec, s.amp[k], out=tmp)
+            head += s.k_on
+            head += np.multiply(s.k_off, s.off_amp[k], out=tmp)
             block = noisy(trial_len, [s.seed, 0x7A, i])
             block += pending[:trial_len]
-            pending[:-trial_len] = pending[trial_len:].copy()
+            pending[:-trial_len] = pending[trial_len:]  # numpy copies overlapping slices safely
             pending[-trial_len:] = 0.0
             yield block, [(0, onset_marker(k, i)), (s.on_ms, offset_marker(k, i))]
 
