@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from rtdecode.errors import ConfigError  # noqa: E402
-from training.config import TrainConfig, preset  # noqa: E402
+from training.config import TrainConfig, load_config, preset  # noqa: E402
 from training.losses import DecoderLoss, ImagePool  # noqa: E402
 from training.model import (  # noqa: E402
     GaussianRFLayer,
@@ -168,6 +168,19 @@ def test_config_json_round_trip(tmp_path):
     back = TrainConfig.from_file(p)
     assert back == cfg
     assert json.loads(cfg.to_json())["widths"] == [64, 128, 256, 512, 512]
+
+
+def test_load_config_precedence(tmp_path):
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps({"preset": "fast", "epochs": 7, "w_adv": 0.0}))
+    cfg = load_config(p, "paper", epochs=3, lr=None)
+    assert cfg.preset == "paper" and cfg.image_size == 96  # --preset is the base
+    assert cfg.w_adv == 0.0  # the file overrides the preset
+    assert cfg.epochs == 3 and cfg.lr == 2e-4  # options override the file; None keeps
+    assert load_config(None, None).preset == "fast"
+    p.write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="JSON object"):
+        load_config(p)
 
 
 # ---- VGG weights ------------------------------------------------------------------------------

@@ -168,3 +168,23 @@ def preset(name: str) -> TrainConfig:
 
 
 PRESETS = ("fast", "paper")
+
+
+def load_config(path: str | Path | None = None, preset_name: str | None = None, **overrides: Any) -> TrainConfig:
+    """Preset (given, else the file's 'preset', else fast) <- keys of the JSON file <- overrides (None = keep)."""
+    d: dict[str, Any] = {}
+    source = "training config"
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        source = str(path)
+        try:
+            d = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON ({e})") from e
+        if not isinstance(d, dict):
+            raise ConfigError(f"{path}: expected a JSON object of config keys, got {type(d).__name__}")
+    if preset_name is not None:
+        d = {**d, "preset": preset_name}
+    return TrainConfig.from_dict(d, source=source).updated(**overrides)

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         from ..errors import ConfigError
 
         raise ConfigError("training needs torch: pip install 'rtdecode[train]' (or the torch build for your GPU)") from None
-    from training.config import TrainConfig, preset
+    from training.config import load_config
     from training.train import resume_config, train_from_source
 
     overrides = {"windows": args.windows, "epochs": args.epochs, "max_steps": args.max_steps,
@@ -52,13 +52,8 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         config = resume_config(args.resume, **{k: overrides[k] for k in
                                                ("epochs", "max_steps", "device", "num_threads", "vgg_weights")})
-    elif args.config:
-        config = TrainConfig.from_file(args.config)
-        if args.preset and args.preset != config.preset:
-            config = TrainConfig.from_dict({**config.to_dict(), **preset(args.preset).to_dict()}, source="--preset")
-        config = config.updated(**overrides)
     else:
-        config = preset(args.preset or "fast").updated(**overrides)
+        config = load_config(args.config, args.preset, **overrides)
     result = train_from_source(args.data, config, args.out, resume=args.resume, cache_dir=args.cache_dir,
                                things_dir=args.things_dir, monkey=args.monkey, progress=not args.no_progress)
     if result.note:
