@@ -329,7 +329,7 @@ def _write_gif(path: Path, pairs, frames, images, lat_ms, tile: int, fps: float)
     for n, (img, k, ts) in enumerate(pairs):
         dt_ms = (frames[k][0] - ts) * 1e3
         writer.write(composer.compose(frames[k][4], stimulus=img, latency_ms=float(lat_ms[k]), seq=frames[k][3],
-                                      extra=f"image {n + 1}/{len(pairs)}, window at onset {dt_ms:+.0f} ms"))
+                                      extra=f"image {n + 1}/{len(pairs)}; window starts {dt_ms:+.0f} ms from onset"))
     writer.close()
 
 

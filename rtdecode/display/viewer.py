@@ -161,6 +161,8 @@ class PanelComposer:
             self.phosphene = PhospheneRenderer(size=(self.tile, self.tile), **(phosphene_opts or {}))
         self.gap = 6
         self.text_h = 34
+        self.font = _font(13)
+        self.small_font = _font(11)
 
     @property
     def n_tiles(self) -> int:
@@ -199,16 +201,27 @@ class PanelComposer:
         pil = Image.fromarray(canvas)
         draw = ImageDraw.Draw(pil)
         for k, (label, _) in enumerate(tiles):
-            draw.text((self.gap + k * (self.tile + self.gap), y0 + self.tile + 2), label, fill=(200, 200, 200))
+            draw.text((self.gap + k * (self.tile + self.gap), y0 + self.tile + 1), label, fill=(200, 200, 200),
+                      font=self.small_font)
         parts = []
         if latency_ms is not None:
             parts.append(f"latency {latency_ms:6.1f} ms")
         if seq is not None:
             parts.append(f"frame {seq}")
+        draw.text((self.gap, 2), "   ".join(parts), fill=(255, 220, 120), font=self.font)
         if extra:
-            parts.append(extra)
-        draw.text((self.gap, 4), "   ".join(parts), fill=(255, 220, 120))
+            draw.text((self.gap, 18), extra, fill=(190, 190, 190), font=self.small_font)
         return np.asarray(pil)
+
+
+def _font(size: int):
+    """Pillow's bundled scalable font (Pillow >= 10.1), else its small bitmap font."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:
+        return ImageFont.load_default()
 
 
 class AnimationWriter:
