@@ -224,6 +224,7 @@ def run_demo(out: str | Path, *, model: str | Path | None = None, n_images: int 
         "images_shown": len(onsets), "images_paired": len(pairs),
         "paired_window_offset_ms": _percentiles(np.abs(offsets_ms)),
         "latency_ms": _percentiles(lat_ms),
+        "first_frame_latency_ms": float(lat_ms[0]) if len(lat_ms) else None,
         "latency_definition": "receipt by a ZeroMQ subscriber (time.monotonic) minus the LSL timestamp "
                               "of the newest sample the frame used (pylsl.local_clock), same machine",
         "pixel_corr_mean": float(np.mean(corr)) if corr else None,
