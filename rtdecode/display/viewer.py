@@ -77,9 +77,10 @@ class LslMarkerFeed:
         from ..lslconfig import lsl
 
         pylsl = lsl()
-        found = pylsl.resolve_byprop("name", name, 1, timeout)
-        if not found:
-            found = pylsl.resolve_byprop("type", name, 1, 0.5)
+        if "'" in name:
+            found = pylsl.resolve_byprop("name", name, 1, timeout)
+        else:  # one query for name or type (pylsl's resolve_byprop("type", ...) overruns its timeout)
+            found = pylsl.resolve_bypred(f"name='{name}' or type='{name}'", 1, timeout)
         if not found:
             raise ConfigError(f"marker stream {name!r} not found within {timeout:g} s "
                               f"(is `rtdecode playback` running?)")
