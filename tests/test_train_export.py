@@ -136,6 +136,22 @@ def test_resume_continues_at_the_right_step(tmp_path):
         np.testing.assert_allclose(a[k].numpy(), b[k].numpy(), atol=1e-5, err_msg=k)
 
 
+def test_ema_weights_are_checkpointed_and_resume_from_raw(tmp_path):
+    data = tiny_data(seed=6)
+    cfg = tiny_config(max_steps=3, val_every=3, w_adv=0.0, ema=0.9, input_noise=0.2)
+    first = train(data, cfg, tmp_path, progress=False)
+    ckpt = load_checkpoint(first.last)
+    assert ckpt["model_raw"] is not None  # trained weights, for resuming
+    differs = [k for k in ckpt["model"] if k.endswith("weight")
+               and not torch.equal(ckpt["model"][k], ckpt["model_raw"][k])]
+    assert differs  # the averaged weights are not the trained ones
+    model, _ = load_decoder(first.last)  # the served model is the average
+    np.testing.assert_array_equal(model.state_dict()["generator.head.0.weight"].numpy(),
+                                  ckpt["model"]["generator.head.0.weight"].numpy())
+    second = train(data, resume_config(first.last, max_steps=5), tmp_path, resume=first.last, progress=False)
+    assert second.step == 5
+
+
 def test_missing_vgg_file_notes_and_training_proceeds(tmp_path):
     data = tiny_data(seed=2)
     result = train(data, tiny_config(max_steps=2, w_vgg=1.0, vgg_weights=None, w_adv=0.0), tmp_path,

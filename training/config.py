@@ -38,6 +38,7 @@ class TrainConfig:
     rf_sigma_init: dict[str, float] = field(default_factory=lambda: {"V1": 0.04, "V4": 0.10, "IT": 0.25})
     learn_rf: bool = True
     dropout: float = 0.0  # decoder dropout (pix2pix uses 0.5 in the innermost up-blocks)
+    input_noise: float = 0.0  # training augmentation: Gaussian noise (sd, z-units) added to the input maps
     # losses (a weight of 0 disables the term; w_adv = 0 means no discriminator at all)
     w_adv: float = 0.01
     w_vgg: float = 1.0
@@ -53,6 +54,7 @@ class TrainConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     rf_lr_scale: float = 1.0  # learning-rate multiplier for the RF centres and widths
+    ema: float = 0.0  # > 0: validate, checkpoint and export an exponential moving average of the weights
     lr_decay_from: float = 0.5  # linear decay to 0 starts at this fraction of all steps (1.0 = constant)
     seed: int = 0
     device: str = "cpu"
@@ -87,6 +89,7 @@ class TrainConfig:
         need(self.rf_norm_eps > 0, "rf_norm_eps", "> 0")
         need(all(v > 0 for v in self.rf_sigma_init.values()), "rf_sigma_init", "positive widths per area")
         need(0.0 <= self.dropout < 1.0, "dropout", "0 <= dropout < 1")
+        need(self.input_noise >= 0, "input_noise", ">= 0")
         for key in ("w_adv", "w_vgg", "w_l1", "w_mse"):
             need(getattr(self, key) >= 0, key, ">= 0")
         need(self.w_adv + self.w_vgg + self.w_l1 + self.w_mse > 0, "w_l1", "some loss weight > 0")
@@ -97,6 +100,7 @@ class TrainConfig:
         need(self.lr > 0, "lr", "> 0")
         need(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1", "betas in [0, 1)")
         need(self.rf_lr_scale >= 0, "rf_lr_scale", ">= 0")
+        need(0.0 <= self.ema < 1.0, "ema", "a decay in [0, 1) (0 = off)")
         need(0.0 <= self.lr_decay_from <= 1.0, "lr_decay_from", "a fraction in [0, 1]")
         need(self.num_threads >= 0, "num_threads", ">= 0")
         need(self.val_every >= 0, "val_every", ">= 0")

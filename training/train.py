@@ -8,6 +8,7 @@ run from a checkpoint at the exact step (the epoch order is a function of seed a
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -119,6 +120,9 @@ def train(data: Any, config: TrainConfig, out_dir: str | Path, *, resume: str | 
     model = build_model(data, config).to(device)
     losses = DecoderLoss(config.w_adv, config.w_vgg, config.w_l1, config.w_mse, config.vgg_weights).to(device)
     disc = PatchDiscriminator(data.n_maps + 3, config.disc_widths).to(device) if losses.uses_discriminator else None
+    ema = None
+    if config.ema > 0:
+        ema = copy.deepcopy(model).requires_grad_(False)
     rf_params = [model.rf.centres, model.rf.log_sigma]
     gen_params = [p for n, p in model.named_parameters() if not n.startswith("rf.")]
     opt_g = torch.optim.Adam([{"params": gen_params, "lr": config.lr},
@@ -143,7 +147,9 @@ def train(data: Any, config: TrainConfig, out_dir: str | Path, *, resume: str | 
 
     if resume is not None:
         ckpt = load_checkpoint(resume)
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(ckpt["model_raw"] if ckpt.get("model_raw") is not None else ckpt["model"])
+        if ema is not None:
+            ema.load_state_dict(ckpt["model"])
         if disc is not None and ckpt.get("disc") is not None:
             disc.load_state_dict(ckpt["disc"])
         if ckpt.get("opt_g") is not None:
@@ -182,6 +188,8 @@ def train(data: Any, config: TrainConfig, out_dir: str | Path, *, resume: str | 
         idx = perm[within * config.batch_size:(within + 1) * config.batch_size]
         x = x_all[idx].to(device, non_blocking=True)
         y = y_all[idx].to(device, non_blocking=True)
+        if config.input_noise > 0:
+            x = x + config.input_noise * torch.randn_like(x) * model.rf.mask
         factor = _lr_factor(step, total, config.lr_decay_from)
         for g, lr in zip(opt_g.param_groups, base_lrs, strict=True):
             g["lr"] = lr * factor
@@ -210,6 +218,8 @@ def train(data: Any, config: TrainConfig, out_dir: str | Path, *, resume: str | 
         with torch.no_grad():
             model.rf.centres.clamp_(-0.25, 1.25)
             model.rf.log_sigma.clamp_(math.log(0.5 / config.image_size), math.log(1.0))
+        if ema is not None:
+            _ema_update(ema, model, min(config.ema, (1.0 + step) / (10.0 + step)))
         parts.update(gparts)
         parts["g"] = float(g_loss.detach())
         for k, v in parts.items():
@@ -222,7 +232,7 @@ def train(data: Any, config: TrainConfig, out_dir: str | Path, *, resume: str | 
                 log.info("step %d/%d %s", step, total, " ".join(f"{k}={v:.4f}" for k, v in running.items()))
 
         if step % val_every == 0 or step == total:
-            metrics = validate(model, val_x, val_y, device)
+            metrics = validate(ema if ema is not None else model, val_x, val_y, device)
             rec = {"step": step, "epoch": step / steps_per_epoch, "time_s": round(time.perf_counter() - t0, 1),
                    **{f"val_{k}": round(v, 5) for k, v in metrics.items()},
                    **{f"train_{k}": round(v, 5) for k, v in running.items()}}
@@ -235,7 +245,8 @@ def train(data: Any, config: TrainConfig, out_dir: str | Path, *, resume: str | 
             log.info(msg)
             if improved:
                 best = value
-            state = dict(model=model, step=step, epoch=epoch, disc=disc, opt_g=opt_g, opt_d=opt_d,
+            state = dict(model=ema if ema is not None else model, model_raw=model if ema is not None else None,
+                         step=step, epoch=epoch, disc=disc, opt_g=opt_g, opt_d=opt_d,
                          best_metric=best, history=history, **common)
             save_checkpoint(last_path, **state)
             if improved:
@@ -244,9 +255,18 @@ def train(data: Any, config: TrainConfig, out_dir: str | Path, *, resume: str | 
                 f.write(json.dumps(rec) + "\n")
     bar.close()
     if not best_path.exists():  # e.g. resumed at the end
-        save_checkpoint(best_path, model=model, step=step, epoch=step // steps_per_epoch, disc=disc, opt_g=opt_g,
+        save_checkpoint(best_path, model=ema if ema is not None else model,
+                        model_raw=model if ema is not None else None, step=step, epoch=step // steps_per_epoch, disc=disc, opt_g=opt_g,
                         opt_d=opt_d, best_metric=best, history=history, **common)
     return TrainResult(out, best_path, last_path, step, best, history, losses.note)
+
+
+@torch.no_grad()
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for pe, p in zip(ema.parameters(), model.parameters(), strict=True):
+        pe.mul_(decay).add_(p.detach(), alpha=1.0 - decay)
+    for be, b in zip(ema.buffers(), model.buffers(), strict=True):
+        be.copy_(b)
 
 
 class _NoBar:
