@@ -35,7 +35,10 @@ def run_suite(parts=PARTS, *, quick: bool = False, out_dir="bench-results", note
             from .inference import run_inference
 
             results["parts"]["inference"], s = run_inference(Path(work) / "inference", quick=quick, progress=progress)
-            series["inference_latency"] = s
+            for engine in ("onnxruntime", "torch-eager"):  # one plot per engine keeps them readable
+                chosen = {k: v for k, v in s.items() if f" {engine} " in k}
+                if chosen:
+                    series[f"inference_latency_{engine.replace('-', '_')}"] = chosen
         if "e2e" in parts or "first-try" in parts:
             from .end_to_end import run_e2e_part
 

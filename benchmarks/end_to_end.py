@@ -208,11 +208,17 @@ def analyse_frames(res: dict | None, stride_ms: float, skip_first_s: float = 0.5
 
 
 def stage_breakdown(res: dict, keep_from: float) -> dict:
-    """Per-stage durations (ms) from the rtdecode headers' monotonic stage stamps."""
+    """Per-stage durations (ms) from the rtdecode headers' monotonic stage stamps.
+
+    lsl_in: newest sample's LSL timestamp -> its chunk pulled into the ring (LSL + inlet thread);
+    wait: pulled -> decode started (loop wake-up); assemble / normalise / infer; encode: frame
+    encoding + header; zmq_out: ZeroMQ send -> the subscriber process has the frame.
+    """
     recv, newest, stages = res["received"], res["newest_ts"], res["stages"]
-    names = {"wait": ("newest", "pulled"), "assemble": ("pulled", "assembled"),
-             "normalise": ("assembled", "normalised"), "infer": ("normalised", "inferred"),
-             "publish": ("inferred", "published"), "transport": ("published", "received")}
+    names = {"lsl_in": ("newest", "pulled"), "wait": ("pulled", "started"),
+             "assemble": ("started", "assembled"), "normalise": ("assembled", "normalised"),
+             "infer": ("normalised", "inferred"), "encode": ("inferred", "published"),
+             "zmq_out": ("published", "received")}
     cols: dict[str, list[float]] = {k: [] for k in names}
     for t, nts, st in zip(recv, newest, stages, strict=True):
         if t < keep_from:
@@ -306,29 +312,45 @@ def _service_counts(summary) -> dict:
 
 
 # ---- the e2e part: model choice, engine baseline, rtdecode and first-try runs -------------------
-def e2e_model(work_dir: str | Path) -> tuple[Path, str]:
-    """The model both pipelines decode with: the demo model, else a random fast preset, else linear."""
+def e2e_model(work_dir: str | Path) -> tuple[Path, str, object]:
+    """(onnx path, description, torch module or None) both pipelines decode with.
+
+    The bundled demo model when the first-try pipeline can run it in torch eager (rtdecode's
+    torch-cpu engine rebuilds it) or torch is absent; else the fast preset (64x64) with random
+    weights, whose torch module the first-try pipeline runs directly; else a linear decoder.
+    """
     import importlib.util
 
     from .inference import bench_contract, build_preset_module, demo_model_path, export_module
 
+    have_torch = importlib.util.find_spec("torch") is not None
     demo = demo_model_path()
+    why = "no bundled demo model here"
     if demo is not None:
-        return demo, "bundled demo model"
+        if not have_torch:
+            return demo, "bundled demo model", None
+        try:
+            from rtdecode.contract import read_contract
+            from rtdecode.engines import create_engine
+
+            create_engine("torch-cpu", str(demo), read_contract(demo)).close()
+            return demo, "bundled demo model", None
+        except Exception as e:  # the torch engine cannot rebuild this export
+            why = f"the torch-cpu engine cannot rebuild the demo model ({str(e)[:160]})"
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    if importlib.util.find_spec("torch") is not None:
+    if have_torch:
         c = bench_contract(64, model_id="fast64-random")
         path = work_dir / "e2e_fast64.onnx"
-        if not path.exists():
-            export_module(build_preset_module("fast", 64, c), c, path)
-        return path, "fast preset 64x64, random weights (no demo model here)"
+        module = build_preset_module("fast", 64, c)
+        export_module(module, c, path)
+        return path, f"fast preset 64x64 with random weights ({why})", module
     from rtdecode.onnx_io import build_linear_decoder, save_model
 
     c = bench_contract(16, model_id="linear16")
     w = np.random.default_rng(0).standard_normal((int(np.prod(c.input_shape)), 768)).astype(np.float32) * 0.01
     path = save_model(build_linear_decoder(c, w, np.zeros(768, np.float32)), work_dir / "e2e_linear16.onnx")
-    return path, "linear 16x16 decoder (no demo model, no torch here)"
+    return path, "linear 16x16 decoder (no demo model, no torch here)", None
 
 
 def engine_baseline(model_path: Path, *, engine: str, threads: int | None, n: int) -> tuple[dict, str]:
@@ -348,7 +370,7 @@ def run_e2e_part(work_dir: str | Path, *, quick: bool, parts: tuple[str, ...], p
     """rtdecode e2e runs (and first-try runs when asked) on one model; returns (parts dict, series)."""
     strides = (16.0,) if quick else (1.0, 5.0, 16.0)
     duration = 3.0 if quick else 20.0
-    model_path, model_desc = e2e_model(work_dir)
+    model_path, model_desc, module = e2e_model(work_dir)
     out: dict = {}
     series: dict = {}
     if "e2e" in parts:
@@ -373,7 +395,8 @@ def run_e2e_part(work_dir: str | Path, *, quick: bool, parts: tuple[str, ...], p
 
         runs = []
         for stride in strides:
-            row, lat = run_first_try(model_path, stride_ms=stride, duration_s=duration, progress=progress)
+            row, lat = run_first_try(model_path, stride_ms=stride, duration_s=duration, progress=progress,
+                                     module=module)
             runs.append(row)
             series[f"first-try stride {stride:g} ms"] = lat
         out["first_try"] = {"model": str(model_path.name), "runs": runs, "duration_s": duration,

@@ -18,22 +18,37 @@ import numpy as np
 from .end_to_end import CpuMeter, Pusher, Subscriber, analyse_frames, free_tcp_address
 
 
-def naive_model(model_path: str | Path, contract):
-    """(fn(x [1, M, E] float32) -> [1, 3, H, W], description): torch eager if possible, else plain ORT."""
+def naive_model(model_path: str | Path, contract, module=None):
+    """(fn(x [1, M, E] float32) -> [1, 3, H, W], description).
+
+    torch eager, as a user would call their model: the given torch module, else rtdecode's
+    torch-cpu engine rebuilt from the ONNX; ONNX Runtime with a fresh input dict and output per
+    call when neither works (torch absent). Thread settings are left at their defaults.
+    """
+    if module is not None:
+        import torch
+
+        module = module.eval()
+
+        def run(x):
+            with torch.no_grad():
+                return module(torch.tensor(x)).numpy()
+
+        return run, f"torch eager on the model module (torch default threads: {torch.get_num_threads()})"
     try:
         from rtdecode.engines import create_engine
 
         engine = create_engine("torch-cpu", str(model_path), contract)
         return (lambda x: np.array(engine.infer(x))), "torch eager (rtdecode torch-cpu engine)"
-    except Exception as e:  # no torch, or the torch engine is not there yet
+    except Exception as e:  # no torch, or the torch engine cannot rebuild this model
         import onnxruntime as ort
 
         sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-        return (lambda x: sess.run(None, {"mua": x})[0]), f"onnxruntime run() per call (torch engine unavailable: {e})"
+        return (lambda x: sess.run(None, {"mua": x})[0]), f"onnxruntime run() per call (torch eager unavailable: {e})"
 
 
 def run_first_try(model_path: str | Path, *, stride_ms: float, duration_s: float,
-                  progress=print) -> tuple[dict, np.ndarray]:
+                  progress=print, module=None) -> tuple[dict, np.ndarray]:
     """One run of the naive pipeline; same pusher and subscriber as the rtdecode run."""
     import zmq
 
@@ -46,7 +61,7 @@ def run_first_try(model_path: str | Path, *, stride_ms: float, duration_s: float
     span = plan.span
     used = layout.used_channels
     mean, std, mask = contract.norm_mean, contract.norm_std, contract.mask
-    model, desc = naive_model(model_path, contract)
+    model, desc = naive_model(model_path, contract, module)
     stride = max(1, int(round(stride_ms * plan.sampling_rate_hz / 1000.0)))
     address = free_tcp_address()
     ctx = zmq.Context()

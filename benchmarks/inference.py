@@ -321,6 +321,11 @@ def run_inference(work_dir: str | Path, *, quick: bool, progress=print) -> tuple
         path = save_model(build_linear_decoder(c, w, np.zeros(3 * 16 * 16, np.float32)), work_dir / "linear16.onnx")
         models.append(("linear", 16, path, c, None))
 
+    torch_threads_before = None
+    if have_torch:
+        import torch
+
+        torch_threads_before = torch.get_num_threads()
     rows, series = [], {}
     for name, size, path, contract, module in models:
         flops = count_flops(path)
@@ -343,8 +348,8 @@ def run_inference(work_dir: str | Path, *, quick: bool, progress=print) -> tuple
             series[f"{name} {size} {engine} x{threads}"] = timed.latencies_ms
             progress(f"inference: {name} {size}x{size} {engine} {threads} thr: p50 {s['p50']:.2f} ms "
                      f"p99 {s['p99']:.2f} ms ({row['gflops_per_s']:.1f} GFLOP/s)")
-        if have_torch:
-            import torch
+    if have_torch:  # leave torch's thread setting as it was found (the first-try part uses defaults)
+        import torch
 
-            torch.set_num_threads(max(thread_counts))
+        torch.set_num_threads(torch_threads_before)
     return {"rows": rows, "notes": notes, "n_per_config": n, "warmup": warmup}, series

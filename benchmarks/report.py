@@ -48,10 +48,15 @@ def markdown_table(rows: list[Mapping], columns: list[tuple[str, str]]) -> str:
     """rows of dicts -> a markdown table; columns = [(header, dotted key)]."""
     def get(row, key):
         cur = row
-        for part in key.split("."):
-            if not isinstance(cur, Mapping) or part not in cur:
+        while key:
+            if not isinstance(cur, Mapping):
                 return None
-            cur = cur[part]
+            if key in cur:  # keys may hold dots themselves ("p99.9")
+                return cur[key]
+            head, _, key = key.partition(".")
+            if head not in cur:
+                return None
+            cur = cur[head]
         return cur
 
     lines = ["| " + " | ".join(h for h, _ in columns) + " |",
@@ -129,11 +134,11 @@ E2E_COLUMNS = [
     ("dropped samples", "dropped_samples"), ("CPU %", "cpu_percent"),
 ]
 STAGE_COLUMNS = [
-    ("stride ms", "stride_ms"), ("wait (newest->pulled)", "stages_ms.wait.p50"),
+    ("stride ms", "stride_ms"), ("lsl in", "stages_ms.lsl_in.p50"), ("wait", "stages_ms.wait.p50"),
     ("assemble", "stages_ms.assemble.p50"), ("normalise", "stages_ms.normalise.p50"),
-    ("infer", "stages_ms.infer.p50"), ("publish", "stages_ms.publish.p50"),
-    ("transport", "stages_ms.transport.p50"), ("infer p99", "stages_ms.infer.p99"),
-    ("e2e - infer p99", "e2e_minus_infer_ms.p99"),
+    ("infer", "stages_ms.infer.p50"), ("encode", "stages_ms.encode.p50"),
+    ("zmq out", "stages_ms.zmq_out.p50"), ("infer p99", "stages_ms.infer.p99"),
+    ("e2e p99 - infer-alone p99", "e2e_minus_infer_ms.p99"),
 ]
 ACQ_COLUMNS = [
     ("client", "client"), ("n", "latency_ms.n"), ("p50 ms", "latency_ms.p50"),

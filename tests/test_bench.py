@@ -68,8 +68,9 @@ def test_summaries_and_markdown_table():
     assert s["n"] == 100 and s["min"] == 1 and s["max"] == 100
     assert 50 <= s["p50"] <= 51 and 99 <= s["p99"] <= 100
     assert summarize_ms([]) == {"n": 0}
-    table = markdown_table([{"a": 1, "b": {"c": 2.5}}, {"a": 2}], [("A", "a"), ("C", "b.c")])
-    assert table.splitlines()[2] == "| 1 | 2.50 |" and table.splitlines()[3] == "| 2 | - |"
+    table = markdown_table([{"a": 1, "b": {"c": 2.5, "p99.9": 3.0}}, {"a": 2}],
+                           [("A", "a"), ("C", "b.c"), ("P", "b.p99.9")])
+    assert table.splitlines()[2] == "| 1 | 2.50 | 3.00 |" and table.splitlines()[3] == "| 2 | - | - |"
 
 
 def _metrics(url: str) -> dict[str, float]:
@@ -155,7 +156,7 @@ def test_bench_quick_writes_complete_json_markdown_and_plots(tmp_path):
             _check_latency(r["latency_ms"], f"{part} stride {r['stride_ms']}")
             assert _finite(r["cpu_percent"]) and r["cpu_percent"] > 0
     e2e = parts["e2e"]["runs"][0]
-    for stage in ("wait", "assemble", "normalise", "infer", "publish", "transport"):
+    for stage in ("lsl_in", "wait", "assemble", "normalise", "infer", "encode", "zmq_out"):
         _check_latency(e2e["stages_ms"][stage], f"stage {stage}")
     assert e2e["skipped_windows"] is not None and e2e["dropped_samples"] is not None
     _check_latency(parts["e2e"]["inference_alone_ms"], "inference alone")
