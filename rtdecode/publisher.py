@@ -7,13 +7,16 @@ small SNDHWM: a subscriber that does not keep up loses frames; the decoder never
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from .errors import ConfigError
-from .protocol import TOPIC, FrameHeader
+from .protocol import PROTOCOL_VERSION, TOPIC, FrameHeader
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,56 @@ class FrameEncoder:
         np.add(s, 0.5, out=s)
         np.copyto(self.out, s, casting="unsafe")
         return self.out
+
+
+STAGE_NAMES = ("pulled", "started", "assembled", "normalised", "inferred", "published")
+
+
+def _num(x: float) -> str:
+    """A float as json.dumps writes it (repr; NaN/Infinity spelled the JSON-module way)."""
+    return repr(x) if math.isfinite(x) else json.dumps(x)
+
+
+class HeaderEncoder:
+    """JSON frame headers from a template: the constant fields are formatted once.
+
+    `encode(...)` gives the same JSON object as FrameHeader(...).to_bytes() (same keys, same
+    order, floats as repr), for the stages in STAGE_NAMES; it builds no dict per frame.
+    """
+
+    def __init__(self, model_id: str, shape: Sequence[int], dtype: str, stages: Sequence[str] = STAGE_NAMES):
+        self.model_id = model_id
+        self.shape = tuple(int(v) for v in shape)
+        self.dtype = dtype
+        self.stage_names = tuple(stages)
+        self._pre = f'{{"v":{PROTOCOL_VERSION},"seq":'
+        self._mid = f',"model_id":{json.dumps(model_id)},"ref_time":'
+        self._stage_keys = [("{" if i == 0 else ",") + json.dumps(k) + ":" for i, k in enumerate(self.stage_names)]
+        self._post = (f'}},"shape":{json.dumps(list(self.shape), separators=(",", ":"))},"dtype":{json.dumps(dtype)},"flags":')
+
+    def encode(self, seq: int, ref_time: float, newest_ts: float, stages: Sequence[float],
+               flags: Sequence[str] = (), skipped: int = 0, stimulus: int | None = None) -> bytes:
+        """stages: one monotonic time per name in `stage_names`, in that order."""
+        parts = [self._pre, str(int(seq)), self._mid, _num(ref_time), ',"newest_ts":', _num(newest_ts), ',"stages":']
+        for key, t in zip(self._stage_keys, stages, strict=True):
+            parts.append(key)
+            parts.append(_num(t))
+        parts.append(self._post)
+        parts.append(json.dumps(list(flags), separators=(",", ":")) if flags else "[]")
+        parts.append(',"skipped":')
+        parts.append(str(int(skipped)))
+        parts.append(',"stimulus":')
+        parts.append("null" if stimulus is None else str(int(stimulus)))
+        parts.append("}")
+        return "".join(parts).encode()
+
+    def header(self, seq: int, ref_time: float, newest_ts: float, stages: Sequence[float],
+               flags: Sequence[str] = (), skipped: int = 0, stimulus: int | None = None) -> FrameHeader:
+        """The same header as a FrameHeader object (for sinks)."""
+        return FrameHeader(seq=int(seq), model_id=self.model_id, ref_time=ref_time, newest_ts=newest_ts,
+                           shape=self.shape, dtype=self.dtype,
+                           stages=dict(zip(self.stage_names, stages, strict=True)), flags=list(flags),
+                           skipped=int(skipped), stimulus=stimulus)
 
 
 class FramePublisher:

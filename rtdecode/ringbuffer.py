@@ -71,6 +71,16 @@ class RingBuffer:
         self.claimed = start + n  # claim before touching the rows (see class docstring)
         cap = self.capacity
         p = start % cap
+        if n == 1:  # the usual chunk at 1 kHz: element stores, no slices
+            row, t = samples[0], timestamps[0]
+            f = 0 if flags is None else flags[0]
+            for q in (p, p + cap):
+                self._data[q] = row
+                self._ts[q] = t
+                self._arrival[q] = arrival
+                self._flags[q] = f
+            self.count = start + 1  # publish after the data
+            return start
         first = min(n, cap - p)  # rows before the wrap of the lower half
         for lo, hi, src in ((p, p + first, slice(0, first)), (0, n - first, slice(first, n))):
             if hi <= lo:

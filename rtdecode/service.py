@@ -16,7 +16,9 @@ service cleanly (or re-raises with RTDECODE_RAISE_IN_THREADS=1).
 
 Hot path: no per-frame allocation of arrays. Windows are read as views of the ring,
 assembled straight into the engine's bound input, normalised in place, and encoded into a
-preallocated payload; only the small JSON header is built per frame.
+preallocated payload; only the small JSON header is built per frame, from a template
+(publisher.HeaderEncoder; a FrameHeader object only when there are extra sinks). The inlet
+thread checks a clean chunk in a few calls (see LslSource._clean) before it wakes this loop.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ import numpy as np
 
 from .config import ServeConfig
 from .errors import ConfigError, RtdecodeError
-from .protocol import FrameHeader
 from .ringbuffer import FLAG_NAMES, FLAG_NAN
 from .telemetry import Telemetry, summary_text
 
@@ -108,7 +109,7 @@ class DecoderService:
         from .contract import read_contract
         from .engines import create_engine
         from .lslconfig import configure_lsl
-        from .publisher import FrameEncoder, FramePublisher
+        from .publisher import FrameEncoder, FramePublisher, HeaderEncoder
         from .sources.lsl_inlet import LslSource
 
         cfg = self.config
@@ -132,6 +133,7 @@ class DecoderService:
         self.assembler = c.assembler()
         self.normaliser = c.normaliser()
         self.encoder = FrameEncoder(c.image_height, c.image_width, cfg.frame_dtype)
+        self.header_encoder = HeaderEncoder(c.model_id, self.encoder.shape, self.encoder.dtype)
         fs = c.plan.sampling_rate_hz
         self.span = c.plan.span
         self.stride = max(1, int(round(cfg.stride_ms * fs / 1000.0)))
@@ -285,7 +287,7 @@ class DecoderService:
         ring, span, tel = self.source.ring, self.span, self.telemetry
         newest = ref + span - 1
         bad = ring.window_flags(ref, span)
-        flags: list[str] = []
+        flags: list[str] | tuple[()] = ()
         if bad:
             names = [FLAG_NAMES[b] for b in sorted(FLAG_NAMES) if bad & b]
             if self.config.on_bad_samples == "skip":
@@ -315,21 +317,20 @@ class DecoderService:
         y = self.engine.infer(x)
         t_inf = time.monotonic()
         payload = self.encoder.encode(y[0])
-        header = FrameHeader(seq=tel.frames, model_id=self.contract.model_id, ref_time=ref_ts,
-                             newest_ts=newest_ts, shape=self.encoder.shape, dtype=self.encoder.dtype,
-                             stages={"pulled": pulled, "started": t_start, "assembled": t_asm,
-                                     "normalised": t_norm, "inferred": t_inf},
-                             flags=flags, skipped=tel.skipped_total, stimulus=stimulus)
+        seq, skipped = tel.frames, tel.skipped_total
         t_pub = time.monotonic()
-        header.stages["published"] = t_pub
-        self.publisher.publish(header, payload)
-        for sink in list(self.sinks):
-            try:
-                sink.write(header, payload)
-            except Exception as e:  # a broken sink is dropped; the display keeps getting frames
-                log.error("sink %r failed and is dropped: %s: %s", sink, type(e).__name__, e)
-                tel.event("sink_failed", sink=repr(sink), error=str(e))
-                self.sinks.remove(sink)
+        stages = (pulled, t_start, t_asm, t_norm, t_inf, t_pub)
+        self.publisher.publish(self.header_encoder.encode(seq, ref_ts, newest_ts, stages, flags, skipped, stimulus),
+                               payload)
+        if self.sinks:
+            header = self.header_encoder.header(seq, ref_ts, newest_ts, stages, flags, skipped, stimulus)
+            for sink in list(self.sinks):
+                try:
+                    sink.write(header, payload)
+                except Exception as e:  # a broken sink is dropped; the display keeps getting frames
+                    log.error("sink %r failed and is dropped: %s: %s", sink, type(e).__name__, e)
+                    tel.event("sink_failed", sink=repr(sink), error=str(e))
+                    self.sinks.remove(sink)
         t_done = time.monotonic()
         tel.record_frame({"transport": pulled - newest_ts, "wait": t_start - pulled,
                           "assemble": t_asm - t_start, "normalise": t_norm - t_asm, "infer": t_inf - t_norm,

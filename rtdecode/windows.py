@@ -27,6 +27,7 @@ from .errors import ConfigError
 from .layout import ElectrodeLayout
 
 AREA_OFFSET_MS = {"V1": 0.0, "V4": 33.0, "IT": 66.0}
+MAX_RUNS = 8  # WindowAssembler: used channels in at most this many runs are copied as slices
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,15 @@ class WindowAssembler:
     """Turns a block of raw samples [span, C] (reference sample first) into decoder maps [M, E].
 
     Allocation-free per call: scratch buffers are made once. Not thread-safe (one per thread).
+
+    Per map, the time sum runs only over the channel range its group spans (an area is a third
+    to a half of the channels), into one [M, C] scratch; then the used channels times the
+    precomputed [M, E] scale (mask / window length) fill `out` in one multiply per run of
+    consecutive used channels (or a gather and one multiply). Two numpy calls fewer per map than
+    sum -> take -> scale per map, and the same float32 operations in the same order, so the same
+    values for finite samples. A NaN/Inf sample reaches the maps whose channel range holds its
+    channel (masked entries included), not every map; after normalisation and the service's
+    NaN -> 0 the maps are the same.
     """
 
     def __init__(self, plan: WindowPlan, layout: ElectrodeLayout):
@@ -154,9 +164,23 @@ class WindowAssembler:
         self._fmask = self.mask.astype(np.float32)
         self._bounds = [plan.samples(m) for m in plan.maps]
         self._inv_len = np.array([1.0 / (s1 - s0) for s0, s1 in self._bounds], dtype=np.float32)
-        self._used = layout.used_channels
-        self._sum_c = np.empty(layout.n_channels, dtype=np.float32)
-        self._sum_e = np.empty(layout.n_electrodes, dtype=np.float32)
+        self._used = np.asarray(layout.used_channels, dtype=np.intp)
+        # mask / length per map, as float32 like the per-map product it replaces
+        self._scale = np.stack([self._fmask[i] * self._inv_len[i] for i in range(plan.n_maps)]).astype(np.float32)
+        # channel range [c0, c1) holding every used channel of each map's group
+        self._cols: list[tuple[int, int]] = []
+        for i in range(plan.n_maps):
+            ch = self._used[self.mask[i]]
+            self._cols.append((int(ch.min()), int(ch.max()) + 1))
+        # scratch [M, C]: sums outside a map's channel range stay 0 (they are never written)
+        self._sum = np.zeros((plan.n_maps, layout.n_channels), dtype=np.float32)
+        self._rows = [(s0, s1, c0, c1, self._sum[i, c0:c1])
+                      for i, ((s0, s1), (c0, c1)) in enumerate(zip(self._bounds, self._cols, strict=True))]
+        # used channels as runs of consecutive channels: (channel start, electrode start, length)
+        brk = np.flatnonzero(np.diff(self._used) != 1) + 1
+        starts = np.r_[0, brk]
+        stops = np.r_[brk, self._used.size]
+        self._runs = [(int(self._used[a]), int(a), int(b - a)) for a, b in zip(starts, stops, strict=True)]
 
     @property
     def span(self) -> int:
@@ -174,10 +198,15 @@ class WindowAssembler:
             raise ConfigError(f"window block has {block.shape[0]} samples; this plan needs {self.span}")
         if out is None:
             out = np.empty(self.shape, dtype=np.float32)
-        for i, (s0, s1) in enumerate(self._bounds):
-            np.add.reduce(block[s0:s1], axis=0, out=self._sum_c)
-            np.take(self._sum_c, self._used, out=self._sum_e)
-            np.multiply(self._sum_e, self._fmask[i] * self._inv_len[i], out=out[i])
+        reduce = np.add.reduce
+        for s0, s1, c0, c1, dest in self._rows:
+            reduce(block[s0:s1, c0:c1], axis=0, out=dest)
+        if len(self._runs) <= MAX_RUNS:  # a few slices beat one gather
+            for c0, e0, n in self._runs:
+                np.multiply(self._sum[:, c0:c0 + n], self._scale[:, e0:e0 + n], out=out[:, e0:e0 + n])
+        else:
+            np.take(self._sum, self._used, axis=1, out=out)
+            np.multiply(out, self._scale, out=out)
         return out
 
     def assemble_many(self, mua: np.ndarray, ref_samples: np.ndarray) -> np.ndarray:

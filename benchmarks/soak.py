@@ -1,0 +1,497 @@
+"""Soak test of the streaming service: a live 1024-channel 1 kHz stream decoded for minutes.
+
+Three processes, as on a rig:
+- a child plays an endless virtual-macaque recording (rtdecode.sim) over LSL with
+  rtdecode.playback.play (one sample per push, LSL timestamps on the local clock);
+- this process runs DecoderService (the bundled demo model by default) in its main thread;
+- another child subscribes to the frames (FrameSubscriber) and notes per frame its receipt
+  time (time.monotonic(), the clock pylsl.local_clock() reads on Linux) and the header.
+
+Reported (JSON + markdown + PNGs in --out): samples pushed vs received, gaps, skipped windows
+by reason, frames lost between publisher and subscriber, lag over time (age of the newest
+sample when each frame was decoded; first vs last minute), end-to-end latency (newest
+sample's LSL timestamp -> frame received in the other process) percentiles, inference, e2e
+minus inference per frame, the time outside inference per stage, frame-interval jitter, CPU
+use per process and the load average (the box is shared).
+
+    python -m benchmarks.soak                       # 10 minutes, stride 16 ms
+    python -m benchmarks.soak --quick               # 20 s
+    python -m benchmarks.soak --stride-ms 1 --duration 120 --tag stride1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import multiprocessing as mp
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("soak")
+
+DEMO_MODEL = Path(__file__).resolve().parents[1] / "rtdecode" / "assets" / "demo" / "model.onnx"
+STAGE_KEYS = ("pulled", "started", "assembled", "normalised", "inferred", "published")
+PERCENTILES = (50, 90, 99, 99.9)
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+def free_tcp_address() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def proc_cpu_seconds(pid: int) -> float | None:
+    """user + system CPU seconds of a live process (/proc/<pid>/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def machine_cpu() -> tuple[float, float] | None:
+    """(busy, total) jiffies of the whole machine from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        idle = v[3] + (v[4] if len(v) > 4 else 0)
+        return float(sum(v) - idle), float(sum(v))
+    except (OSError, ValueError):
+        return None
+
+
+def stats_ms(values_s: np.ndarray) -> dict[str, float | int | None]:
+    """count, mean and p50/p90/p99/p99.9/max of durations given in seconds, in milliseconds."""
+    v = np.asarray(values_s, dtype=np.float64)
+    v = v[np.isfinite(v)] * 1e3
+    if v.size == 0:
+        return {"count": 0}
+    out: dict[str, float | int | None] = {"count": int(v.size), "mean_ms": float(v.mean())}
+    for q in PERCENTILES:
+        out[f"p{q:g}_ms"] = float(np.percentile(v, q))
+    out["max_ms"] = float(v.max())
+    return out
+
+
+# ---- child: the stream ---------------------------------------------------------------------
+def _player_main(stream_name: str, duration_s: float, seed: int, n_images: int, result_path: str,
+                 stop, level: int) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s player %(message)s")
+    from rtdecode.playback import play
+    from rtdecode.sim import VirtualMacaque
+
+    rec = VirtualMacaque(seed=seed).recording(n_images=n_images, endless=True, image_seed=seed)
+    stats = play(rec, stream_name=stream_name, stream_type="MUA-soak", marker_stream=None,
+                 duration=duration_s, stop_event=stop, chunk_ms=1.0, source_id=stream_name,
+                 progress=False, wait_for_consumer=60.0, linger_s=3.0)
+    Path(result_path).write_text(json.dumps(stats.to_dict()))
+
+
+# ---- child: the subscriber -----------------------------------------------------------------
+def _subscriber_main(address: str, capacity: int, out_path: str, ready, stop, level: int) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s subscriber %(message)s")
+    from rtdecode.protocol import FrameSubscriber
+
+    cols = ("received", "newest_ts", "ref_time", "seq", "skipped") + STAGE_KEYS
+    table = np.full((capacity, len(cols)), np.nan, dtype=np.float64)
+    n = 0
+    flagged = 0
+    cpu0 = time.process_time()
+    with FrameSubscriber(address, rcvhwm=1000) as sub:
+        ready.set()
+        while not stop.is_set():
+            f = sub.recv(timeout=0.2)
+            if f is None:
+                continue
+            if n >= capacity:
+                continue  # keep counting nothing more; the table is full
+            h = f.header
+            row = table[n]
+            row[0], row[1], row[2], row[3], row[4] = f.received, h.newest_ts, h.ref_time, h.seq, h.skipped
+            for k, key in enumerate(STAGE_KEYS):
+                row[5 + k] = h.stages.get(key, math.nan)
+            flagged += bool(h.flags)
+            n += 1
+    np.save(out_path, table[:n], allow_pickle=False)
+    Path(out_path + ".json").write_text(json.dumps({"columns": cols, "frames": n, "flagged": flagged,
+                                                    "cpu_s": time.process_time() - cpu0}))
+
+
+# ---- the soak ------------------------------------------------------------------------------
+def run_soak(*, duration_s: float = 600.0, stride_ms: float = 16.0, model: str | Path = DEMO_MODEL,
+             out_dir: str | Path = "benchmarks/results/soak-cpu-2core", tag: str | None = None,
+             threads: int | None = None, seed: int = 0, n_images: int = 50, plots: bool = True,
+             progress_s: float = 30.0) -> dict[str, Any]:
+    """Run one soak; write soak-<tag>.json/.md (+ PNGs) into out_dir and return the results."""
+    from rtdecode.config import ServeConfig
+    from rtdecode.lslconfig import configure_lsl
+    from rtdecode.service import DecoderService
+
+    configure_lsl(scope="machine")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tag = tag or f"stride{stride_ms:g}ms-{int(duration_s)}s"
+    work = out / f".soak-{tag}-{uuid.uuid4().hex[:6]}"
+    work.mkdir()
+    ctx = mp.get_context("spawn")
+    stream = f"soak-{uuid.uuid4().hex[:10]}"
+    address = free_tcp_address()
+    level = logging.getLogger().getEffectiveLevel()
+    stop_player, stop_sub, sub_ready = ctx.Event(), ctx.Event(), ctx.Event()
+    frames_cap = int(duration_s * 1000.0 / max(stride_ms, 1.0)) + 10000
+    sub = ctx.Process(target=_subscriber_main, name="soak-subscriber", daemon=True,
+                      args=(address, frames_cap, str(work / "frames.npy"), sub_ready, stop_sub, level))
+    player = ctx.Process(target=_player_main, name="soak-player", daemon=True,
+                         args=(stream, duration_s, seed, n_images, str(work / "player.json"), stop_player, level))
+    sub.start()
+    player.start()
+    if not sub_ready.wait(60):
+        raise RuntimeError("the subscriber process did not start within 60 s")
+
+    cfg = ServeConfig(stream=stream, model=str(model), stride_ms=stride_ms, address=address,
+                      resolve_timeout_s=60.0, threads=threads, status_interval_s=progress_s)
+    svc = DecoderService(cfg)
+    load: list[tuple[float, float]] = []
+    inlet_age: list[tuple[float, float]] = []
+    cpu_marks: dict[str, Any] = {}
+    done = threading.Event()
+
+    def watch() -> None:
+        """Sample lag and load while the service runs; stop it once the player is done."""
+        svc.started.wait()
+        t0 = time.monotonic()
+        cpu_marks["start"] = (time.monotonic(), os.times(), proc_cpu_seconds(player.pid), machine_cpu())
+        next_load = t0
+        last_samples, last_change = -1, t0
+        while not done.is_set():
+            now = time.monotonic()
+            tel = svc.telemetry
+            if math.isfinite(tel.newest_ts):
+                inlet_age.append((now - t0, now - tel.newest_ts))
+            if now >= next_load:
+                load.append((now - t0, os.getloadavg()[0]))
+                next_load = now + 5.0
+            if tel.samples != last_samples:
+                last_samples, last_change = tel.samples, now
+            # the player pushed its last sample (and lingers 3 s): once nothing new arrived for
+            # 1 s after the planned duration, or the player is gone, stop the service
+            if not player.is_alive() or (now - t0 > duration_s and now - last_change > 1.0):
+                cpu_marks["end"] = (time.monotonic(), os.times(), cpu_marks.get("player_end"), machine_cpu())
+                svc.stop("player finished")
+                return
+            cpu_marks["player_end"] = proc_cpu_seconds(player.pid) or cpu_marks.get("player_end")
+            done.wait(0.1)
+
+    watcher = threading.Thread(target=watch, name="soak-watch", daemon=True)
+    watcher.start()
+    started_wall = time.time()
+    load_before = list(os.getloadavg())
+    try:
+        summary = svc.run()
+    finally:
+        done.set()
+        stop_player.set()
+        player.join(30)
+        time.sleep(0.5)  # let the last frames reach the subscriber
+        stop_sub.set()
+        sub.join(60)
+        watcher.join(5)
+    if player.is_alive() or sub.is_alive():
+        for p in (player, sub):
+            if p.is_alive():
+                p.terminate()
+        raise RuntimeError("a soak child process did not finish")
+    table = np.load(work / "frames.npy", allow_pickle=False)
+    sub_info = _read_json(work / "frames.npy.json")
+    played = _read_json(work / "player.json")
+    results = analyse(table, sub_info, played, summary.to_dict(), load, inlet_age, cpu_marks,
+                      stride_ms=stride_ms, duration_s=duration_s)
+    results.update({"tag": tag, "model": str(model), "model_id": summary.model_id, "engine": summary.engine,
+                    "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started_wall)),
+                    "load_average_before": [round(x, 2) for x in load_before],
+                    "load_average_after": [round(x, 2) for x in os.getloadavg()],
+                    "machine": _machine(), "config": {"stride_ms": stride_ms, "duration_s": duration_s,
+                                                      "threads": threads, "seed": seed, "n_images": n_images}})
+    write_outputs(results, table, inlet_age, out, tag, plots=plots)
+    for f in work.iterdir():
+        f.unlink()
+    work.rmdir()
+    return results
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _machine() -> dict[str, Any]:
+    try:
+        from benchmarks.machine import machine_facts
+
+        return machine_facts()
+    except Exception:  # the facts are nice to have, never a reason to lose a soak's results
+        return {"cores": os.cpu_count()}
+
+
+def analyse(table: np.ndarray, sub_info: dict, played: dict, summary: dict, load: list, inlet_age: list,
+            cpu_marks: dict, *, stride_ms: float, duration_s: float) -> dict[str, Any]:
+    """Per-frame table (subscriber) + service summary + player stats -> the results dict."""
+    cols = {name: i for i, name in enumerate(sub_info.get("columns", []))}
+
+    def col(name: str) -> np.ndarray:
+        return table[:, cols[name]] if table.size else np.zeros(0)
+
+    rec, newest = col("received"), col("newest_ts")
+    e2e = rec - newest
+    infer = col("inferred") - col("normalised")
+    outside = e2e - infer
+    age_at_decode = col("started") - newest
+    stages = {
+        "transport (newest sample -> in ring)": col("pulled") - newest,
+        "wake-up (in ring -> decode starts)": col("started") - col("pulled"),
+        "assemble": col("assembled") - col("started"),
+        "normalise": col("normalised") - col("assembled"),
+        "infer": infer,
+        "encode + header (inferred -> published)": col("published") - col("inferred"),
+        "publish -> received (ZeroMQ + subscriber)": rec - col("published"),
+    }
+    tel = summary.get("telemetry", {})
+    stream = tel.get("stream", {})
+    pushed = int(played.get("samples", 0))
+    received = int(stream.get("samples", 0))
+    seq = col("seq")
+    lost_frames = int(seq[-1] - seq[0] + 1 - seq.size) if seq.size else 0
+    t_rel = rec - rec[0] if rec.size else rec
+    win = min(60.0, max(duration_s / 4.0, 1.0))
+    first = t_rel <= win
+    last = t_rel >= (t_rel[-1] - win if t_rel.size else 0)
+    lag = {
+        "window_s": win,
+        "age_at_decode_first_ms": stats_ms(age_at_decode[first]),
+        "age_at_decode_last_ms": stats_ms(age_at_decode[last]),
+        "e2e_first_ms": stats_ms(e2e[first]),
+        "e2e_last_ms": stats_ms(e2e[last]),
+    }
+    a, b = lag["age_at_decode_first_ms"], lag["age_at_decode_last_ms"]
+    lag["median_growth_ms"] = (b["p50_ms"] - a["p50_ms"]) if a.get("count") and b.get("count") else None
+    if rec.size > 10:  # slope of the decode age over the run (ms per minute)
+        slope = np.polyfit(t_rel, age_at_decode * 1e3, 1)[0] * 60.0
+        lag["age_slope_ms_per_min"] = float(slope)
+    ia = np.asarray(inlet_age, dtype=np.float64).reshape(-1, 2)
+    if ia.size:
+        lag["inlet_age_first_ms"] = stats_ms(ia[ia[:, 0] <= win, 1])
+        lag["inlet_age_last_ms"] = stats_ms(ia[ia[:, 0] >= ia[-1, 0] - win, 1])
+    intervals = np.diff(rec)
+    cpu = _cpu(cpu_marks, sub_info)
+    return {
+        "frames": {"published": int(summary.get("frames", 0)), "received": int(sub_info.get("frames", 0)),
+                   "lost_between_pub_and_sub": lost_frames, "flagged": int(sub_info.get("flagged", 0)),
+                   "refused_by_pub": int(tel.get("publish_dropped", 0)),
+                   "per_s": float(table.shape[0] / (t_rel[-1] if t_rel.size and t_rel[-1] > 0 else 1.0))},
+        "samples": {"pushed": pushed, "received": received, "dropped": pushed - received,
+                    "gaps": int(stream.get("gaps", 0)), "missing_samples": int(stream.get("missing_samples", 0)),
+                    "out_of_order": int(stream.get("out_of_order", 0)), "duplicates": int(stream.get("duplicates", 0)),
+                    "nan_samples": int(stream.get("nan_samples", 0)), "reconnects": int(stream.get("reconnects", 0)),
+                    "late_pushes": int(played.get("late_pushes", 0)),
+                    "max_push_late_ms": float(played.get("max_late_s", 0.0)) * 1e3},
+        "skipped": dict(summary.get("skipped", {})),
+        "stop_reason": summary.get("stop_reason"),
+        "error": summary.get("error"),
+        "latency_ms": {"end_to_end": stats_ms(e2e), "infer": stats_ms(infer),
+                       "e2e_minus_infer": stats_ms(outside), "age_at_decode": stats_ms(age_at_decode)},
+        "stages_ms": {k: stats_ms(v) for k, v in stages.items()},
+        "lag": lag,
+        "frame_interval_ms": {**stats_ms(intervals), "stride_ms": stride_ms,
+                              "jitter_sd_ms": float(np.std(intervals) * 1e3) if intervals.size else None},
+        "cpu": cpu,
+        "load_average_1min": {"samples": [[round(t, 1), round(v, 2)] for t, v in load],
+                              "mean": float(np.mean([v for _, v in load])) if load else None,
+                              "max": float(np.max([v for _, v in load])) if load else None},
+        "service_summary": {k: v for k, v in tel.items() if k != "events"},
+    }
+
+
+def _cpu(marks: dict, sub_info: dict) -> dict[str, Any]:
+    if "start" not in marks or "end" not in marks:
+        return {}
+    t0, times0, p0, m0 = marks["start"]
+    t1, times1, p1, m1 = marks["end"]
+    wall = max(t1 - t0, 1e-9)
+    svc = (times1.user - times0.user) + (times1.system - times0.system)
+    out: dict[str, Any] = {"wall_s": wall, "service_cores": svc / wall,
+                           "subscriber_cpu_s": sub_info.get("cpu_s")}
+    if p0 is not None and p1 is not None:
+        out["player_cores"] = (p1 - p0) / wall
+    if m0 and m1 and m1[1] > m0[1]:
+        out["machine_busy_fraction"] = (m1[0] - m0[0]) / (m1[1] - m0[1])
+    return out
+
+
+# ---- outputs -------------------------------------------------------------------------------
+def write_outputs(results: dict, table: np.ndarray, inlet_age: list, out: Path, tag: str, *,
+                  plots: bool = True) -> dict[str, str]:
+    paths = {"json": str(out / f"soak-{tag}.json"), "md": str(out / f"soak-{tag}.md")}
+    if plots and table.size:
+        paths.update(_plots(table, inlet_age, out, tag, results))
+    results["files"] = {k: Path(v).name for k, v in paths.items()}
+    Path(paths["json"]).write_text(json.dumps(_clean(results), indent=1) + "\n")
+    Path(paths["md"]).write_text(markdown(results))
+    return paths
+
+
+def _clean(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def _plots(table: np.ndarray, inlet_age: list, out: Path, tag: str, results: dict) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rec, newest = table[:, 0], table[:, 1]
+    infer = table[:, 5 + STAGE_KEYS.index("inferred")] - table[:, 5 + STAGE_KEYS.index("normalised")]
+    started = table[:, 5 + STAGE_KEYS.index("started")]
+    e2e = (rec - newest) * 1e3
+    outside = e2e - infer * 1e3
+    load = results["load_average_1min"]["mean"]
+    note = f"{results['frames']['received']} frames, load avg ~{load:.1f}" if load is not None else ""
+    lat_png = out / f"soak-{tag}-latency.png"
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    lo = max(min(np.nanmin(outside), np.nanmin(e2e)), 0.05)
+    hi = max(np.nanmax(e2e), lo * 10)
+    bins = np.logspace(np.log10(lo), np.log10(hi), 120)
+    ax.hist(e2e, bins=bins, alpha=0.6, label="end to end (newest sample -> received)")
+    ax.hist(outside, bins=bins, alpha=0.6, label="end to end minus inference")
+    for v, ls in ((np.median(outside), "--"), (np.percentile(outside, 99), ":")):
+        ax.axvline(v, color="C1", ls=ls, lw=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("ms (log)")
+    ax.set_ylabel("frames")
+    ax.set_title(f"soak {tag}: latency per frame ({note})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(lat_png, dpi=110)
+    plt.close(fig)
+
+    lag_png = out / f"soak-{tag}-lag.png"
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    t = rec - rec[0]
+    ax.plot(t, (started - newest) * 1e3, ",", alpha=0.4, label="age of newest sample at decode (per frame)")
+    sec = np.floor(t).astype(np.int64)
+    if sec.size:
+        med = np.array([np.median(e2e[sec == s]) for s in np.unique(sec)])
+        ax.plot(np.unique(sec), med, "-", lw=1, label="end to end, median per second")
+    ia = np.asarray(inlet_age, dtype=np.float64).reshape(-1, 2)
+    if ia.size:
+        ax.plot(ia[:, 0], ia[:, 1] * 1e3, ",", alpha=0.3, color="C2", label="inlet: age of newest sample (10 Hz)")
+    ax.set_yscale("log")
+    ax.set_xlabel("time since start (s)")
+    ax.set_ylabel("ms (log)")
+    ax.set_title(f"soak {tag}: lag over time")
+    ax.legend(fontsize=8, markerscale=20)
+    fig.tight_layout()
+    fig.savefig(lag_png, dpi=110)
+    plt.close(fig)
+    return {"latency_png": str(lat_png), "lag_png": str(lag_png)}
+
+
+def _f(v: Any, d: int = 3) -> str:
+    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{d}f}"
+
+
+def markdown(r: dict) -> str:
+    lat, s, fr = r["latency_ms"], r["samples"], r["frames"]
+    la = r["load_average_1min"]
+    lines = [
+        f"# Soak {r['tag']}: {r['config']['duration_s']:g} s, stride {r['config']['stride_ms']:g} ms",
+        "",
+        f"Started {r['started']}; model `{r['model_id']}` on {r['engine']}; "
+        f"{r['machine'].get('cpu', r['machine'].get('cpu_model', ''))} ({r['machine'].get('cores', '?')} cores). "
+        f"Load average (1 min) during the run: mean {_f(la['mean'], 2)}, max {_f(la['max'], 2)} "
+        f"(before {r['load_average_before']}, after {r['load_average_after']}).",
+        "",
+        f"- samples pushed {s['pushed']}, received {s['received']}, **dropped {s['dropped']}**; gaps {s['gaps']}, "
+        f"out-of-order {s['out_of_order']}, duplicates {s['duplicates']}, reconnects {s['reconnects']}; "
+        f"late pushes by the player {s['late_pushes']} (max {_f(s['max_push_late_ms'], 1)} ms)",
+        f"- frames published {fr['published']}, received {fr['received']} ({_f(fr['per_s'], 1)}/s), lost between "
+        f"PUB and SUB {fr['lost_between_pub_and_sub']}, refused by PUB {fr['refused_by_pub']}",
+        "- skipped windows: " + (", ".join(f"{k} {v}" for k, v in sorted(r["skipped"].items())) or "none"),
+        f"- stop: {r['stop_reason']}" + (f"; error: {r['error']}" if r.get("error") else ""),
+        "",
+        "| latency (ms) | p50 | p90 | p99 | p99.9 | max |",
+        "|---|---|---|---|---|---|",
+    ]
+    rows = [("end to end (newest sample -> received)", lat["end_to_end"]), ("inference", lat["infer"]),
+            ("**end to end minus inference**", lat["e2e_minus_infer"]),
+            ("age of newest sample at decode", lat["age_at_decode"])]
+    rows += [(f"stage: {k}", v) for k, v in r["stages_ms"].items()]
+    rows.append(("frame interval", r["frame_interval_ms"]))
+    for name, st in rows:
+        lines.append(f"| {name} | " + " | ".join(_f(st.get(k)) for k in
+                                                   ("p50_ms", "p90_ms", "p99_ms", "p99.9_ms", "max_ms")) + " |")
+    lag = r["lag"]
+    lines += [
+        "",
+        f"Lag (first vs last {lag['window_s']:g} s): age of the newest sample at decode, median "
+        f"{_f(lag['age_at_decode_first_ms'].get('p50_ms'))} -> {_f(lag['age_at_decode_last_ms'].get('p50_ms'))} ms, "
+        f"p99 {_f(lag['age_at_decode_first_ms'].get('p99_ms'))} -> {_f(lag['age_at_decode_last_ms'].get('p99_ms'))} ms; "
+        f"slope {_f(lag.get('age_slope_ms_per_min'), 4)} ms/min. End to end median "
+        f"{_f(lag['e2e_first_ms'].get('p50_ms'))} -> {_f(lag['e2e_last_ms'].get('p50_ms'))} ms.",
+        f"Frame interval jitter (sd): {_f(r['frame_interval_ms'].get('jitter_sd_ms'))} ms.",
+        "",
+        "CPU: " + ", ".join(f"{k} {_f(v, 2)}" for k, v in r["cpu"].items() if isinstance(v, (int, float))),
+        "",
+    ]
+    for key in ("latency_png", "lag_png"):
+        if key in r.get("files", {}):
+            lines.append(f"![{key}]({r['files'][key]})")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--duration", type=float, default=600.0, help="seconds of streaming")
+    p.add_argument("--quick", action="store_true", help="20 s instead of --duration")
+    p.add_argument("--stride-ms", type=float, default=16.0)
+    p.add_argument("--model", default=str(DEMO_MODEL))
+    p.add_argument("--threads", type=int, default=None, help="engine intra-op threads (default: engine's)")
+    p.add_argument("--out", default="benchmarks/results/soak-cpu-2core")
+    p.add_argument("--tag", default=None, help="file name part (default stride<S>ms-<D>s)")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--progress-s", type=float, default=30.0, help="service status line interval")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    duration = 20.0 if args.quick else args.duration
+    r = run_soak(duration_s=duration, stride_ms=args.stride_ms, model=args.model, out_dir=args.out, tag=args.tag,
+                 threads=args.threads, plots=not args.no_plots, progress_s=args.progress_s)
+    sys.stdout.write(markdown(r))
+    return 0 if r["samples"]["dropped"] == 0 and not r.get("error") else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
