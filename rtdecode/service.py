@@ -229,14 +229,33 @@ class DecoderService:
                     sink.write_telemetry(snap)
 
     def _loop_sliding(self) -> None:
+        """Decode the newest due window; while waiting for it, assemble the maps it already holds.
+
+        The next window (reference sample last_ref + stride) is known before its last sample
+        arrives, and every map but the latest ones lies in samples that are already in the
+        ring: those maps are assembled on the wake-ups before (WindowAssembler.assemble_ready,
+        straight into the engine input), so at decode time only the maps that hold the newest
+        samples are left. If the window decoded is another one (the loop fell behind), it is
+        assembled in full. Either way the values are the same.
+        """
         ring, wake, span, stride = self.source.ring, self.source.wake, self.span, self.stride
+        asm, x = self.assembler, self.x
         t_end = math.inf if self.config.duration_s is None else time.monotonic() + self.config.duration_s
         self._next_status = time.monotonic() + self.config.status_interval_s
         last_ref = -(1 << 62)
+        target, done = -1, 0  # next window's reference sample; maps of it already in x
         while not self._should_stop(t_end):
             wake.clear()
-            ref = ring.count - span
+            count = ring.count
+            ref = count - span
             if ref < 0 or ref < last_ref + stride:
+                nxt = max(last_ref + stride, 0)
+                if nxt != target:
+                    target, done = nxt, 0
+                avail = min(count - target, span)
+                if avail > 0 and done < len(asm.ready_order) and asm.ready_stops[done] <= avail:
+                    block = ring.window(target, avail)
+                    done = 0 if block is None else asm.assemble_ready(block, x[0], done, avail)
                 wake.wait(0.05)
                 self._status(time.monotonic())
                 continue
@@ -245,7 +264,8 @@ class DecoderService:
                 if missed > 0:
                     self.telemetry.skip("stale", missed)
             last_ref = ref
-            self._decode(ref, None)
+            self._decode(ref, None, done if ref == target else 0)
+            target, done = -1, 0
             self._status(time.monotonic())
 
     def _loop_event(self) -> None:
@@ -281,8 +301,12 @@ class DecoderService:
                 wake.wait(0.05)
             self._status(time.monotonic())
 
-    def _decode(self, ref: int, stimulus: int | None) -> bool:
-        """Decode the window starting at absolute sample `ref` and publish it; False if skipped."""
+    def _decode(self, ref: int, stimulus: int | None, assembled: int = 0) -> bool:
+        """Decode the window starting at absolute sample `ref` and publish it; False if skipped.
+
+        `assembled`: maps of this window already in the engine input (in the assembler's
+        ready_order), assembled while its last samples were arriving.
+        """
         t_start = time.monotonic()
         ring, span, tel = self.source.ring, self.span, self.telemetry
         newest = ref + span - 1
@@ -305,8 +329,11 @@ class DecoderService:
             tel.skip("overwritten")
             return False
         x = self.x
-        self.assembler.assemble(block, out=x[0])
-        if not ring.intact(ref):
+        if assembled:
+            self.assembler.assemble_ready(block, x[0], assembled, span)
+        else:
+            self.assembler.assemble(block, out=x[0])
+        if not ring.intact(ref):  # also covers the reads of the maps assembled before
             tel.skip("overwritten")
             return False
         t_asm = time.monotonic()

@@ -181,6 +181,9 @@ class WindowAssembler:
         starts = np.r_[0, brk]
         stops = np.r_[brk, self._used.size]
         self._runs = [(int(self._used[a]), int(a), int(b - a)) for a, b in zip(starts, stops, strict=True)]
+        # maps in the order their windows complete (for assemble_ready)
+        self.ready_order = tuple(sorted(range(plan.n_maps), key=lambda i: (self._bounds[i][1], i)))
+        self.ready_stops = tuple(self._bounds[i][1] for i in self.ready_order)
 
     @property
     def span(self) -> int:
@@ -208,6 +211,35 @@ class WindowAssembler:
             np.take(self._sum, self._used, axis=1, out=out)
             np.multiply(out, self._scale, out=out)
         return out
+
+    def assemble_ready(self, block: np.ndarray, out: np.ndarray, done: int = 0, available: int | None = None) -> int:
+        """Incremental assembly: fill the maps whose windows lie within the first `available` rows.
+
+        Maps are taken in `ready_order` (by window end); the first `done` of them are already
+        in `out` and are not touched. Returns the new `done` (== n_maps when `out` is complete).
+        Each map gets exactly the values `assemble` gives it, so a window assembled in several
+        calls as its samples arrive equals one assembled at once. block: float32 [>= available, C]
+        starting at the reference sample; available defaults to block's length.
+        """
+        if block.ndim != 2 or block.shape[1] != self.layout.n_channels:
+            raise ConfigError(f"window block must be [samples, {self.layout.n_channels}] channels, got {block.shape}")
+        avail = block.shape[0] if available is None else min(int(available), block.shape[0])
+        n = len(self.ready_order)
+        reduce = np.add.reduce
+        few = len(self._runs) <= MAX_RUNS
+        while done < n and self.ready_stops[done] <= avail:
+            i = self.ready_order[done]
+            s0, s1, c0, c1, dest = self._rows[i]
+            reduce(block[s0:s1, c0:c1], axis=0, out=dest)
+            row, scale, summed = out[i], self._scale[i], self._sum[i]
+            if few:
+                for r0, e0, k in self._runs:
+                    np.multiply(summed[r0:r0 + k], scale[e0:e0 + k], out=row[e0:e0 + k])
+            else:
+                np.take(summed, self._used, out=row)
+                np.multiply(row, scale, out=row)
+            done += 1
+        return done
 
     def assemble_many(self, mua: np.ndarray, ref_samples: np.ndarray) -> np.ndarray:
         """Offline: maps for each reference sample index of a recording mua [T, C] -> [N, M, E]."""

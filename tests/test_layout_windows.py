@@ -110,6 +110,43 @@ def test_assemble_many_equals_single_calls(rng):
         asm.assemble_many(mua, np.array([1000 - asm.span + 1]))
 
 
+@pytest.mark.parametrize("preset", ["spatiotemporal", "spatial"])
+@pytest.mark.parametrize("monkey", [tvsd_monkey_n, tvsd_monkey_f])
+def test_assembler_fast_path_equals_per_map_reference(rng, preset, monkey):
+    """Bitwise the values of the straightforward per-map sum -> gather -> scale (finite samples)."""
+    lay = monkey()
+    plan = make_plan(preset, lay)
+    asm = WindowAssembler(plan, lay)
+    block = (rng.normal(size=(plan.span, lay.n_channels)) * 3 + 1).astype(np.float32)
+    mask = map_mask(plan, lay).astype(np.float32)
+    want = np.empty(asm.shape, dtype=np.float32)
+    for i, m in enumerate(plan.maps):
+        s0, s1 = plan.samples(m)
+        summed = np.add.reduce(block[s0:s1], axis=0)[lay.used_channels]
+        want[i] = summed * (mask[i] * np.float32(1.0 / (s1 - s0)))
+    out = np.full(asm.shape, np.nan, dtype=np.float32)  # every entry must be written
+    np.testing.assert_array_equal(asm.assemble(block, out=out), want)
+
+
+@pytest.mark.parametrize("preset", ["spatiotemporal", "spatial"])
+def test_assemble_ready_as_samples_arrive_equals_assemble(rng, preset):
+    lay = tvsd_monkey_n()
+    plan = make_plan(preset, lay)
+    asm = WindowAssembler(plan, lay)
+    block = rng.normal(size=(plan.span, lay.n_channels)).astype(np.float32)
+    block[5, 3] = np.nan  # NaN handling is the same too
+    want = asm.assemble(block)
+    out = np.full(asm.shape, -7.0, dtype=np.float32)
+    done = 0
+    for avail in range(0, plan.span + 1, 7):  # samples arriving in chunks
+        done = asm.assemble_ready(block[:avail], out, done)
+        assert done == sum(s <= avail for s in asm.ready_stops)
+    done = asm.assemble_ready(block, out, done)
+    assert done == plan.n_maps
+    np.testing.assert_array_equal(out, want)
+    assert sorted(asm.ready_order) == list(range(plan.n_maps))
+
+
 def test_assembler_rejects_wrong_channel_count():
     lay = tvsd_monkey_n()
     asm = WindowAssembler(make_plan("spatiotemporal", lay), lay)
