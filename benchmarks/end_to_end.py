@@ -212,14 +212,16 @@ def stage_breakdown(res: dict, keep_from: float) -> dict:
 
     lsl_in: newest sample's LSL timestamp -> its chunk pulled into the ring (LSL + inlet thread);
     wait: pulled -> decode started (loop wake-up); assemble / normalise / infer; encode: frame
-    encoding + header; zmq_out: ZeroMQ send -> the subscriber process has the frame.
+    encoding + header; zmq_out: ZeroMQ send -> the subscriber process has the frame;
+    e2e_minus_infer: per frame, latency minus that frame's own inference time (the pipeline's
+    overhead around the engine).
     """
     recv, newest, stages = res["received"], res["newest_ts"], res["stages"]
     names = {"lsl_in": ("newest", "pulled"), "wait": ("pulled", "started"),
              "assemble": ("started", "assembled"), "normalise": ("assembled", "normalised"),
              "infer": ("normalised", "inferred"), "encode": ("inferred", "published"),
              "zmq_out": ("published", "received")}
-    cols: dict[str, list[float]] = {k: [] for k in names}
+    cols: dict[str, list[float]] = {k: [] for k in (*names, "e2e_minus_infer")}
     for t, nts, st in zip(recv, newest, stages, strict=True):
         if t < keep_from:
             continue
@@ -227,6 +229,8 @@ def stage_breakdown(res: dict, keep_from: float) -> dict:
         for k, (a, b) in names.items():
             if a in point and b in point:
                 cols[k].append((point[b] - point[a]) * 1e3)
+        if "inferred" in point and "normalised" in point:  # everything but this frame's inference
+            cols["e2e_minus_infer"].append(((t - nts) - (point["inferred"] - point["normalised"])) * 1e3)
     return {k: summarize_ms(v) for k, v in cols.items() if v}
 
 

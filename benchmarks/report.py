@@ -138,6 +138,8 @@ STAGE_COLUMNS = [
     ("assemble", "stages_ms.assemble.p50"), ("normalise", "stages_ms.normalise.p50"),
     ("infer", "stages_ms.infer.p50"), ("encode", "stages_ms.encode.p50"),
     ("zmq out", "stages_ms.zmq_out.p50"), ("infer p99", "stages_ms.infer.p99"),
+    ("per-frame e2e - infer p50", "stages_ms.e2e_minus_infer.p50"),
+    ("per-frame e2e - infer p99", "stages_ms.e2e_minus_infer.p99"),
     ("e2e p99 - infer-alone p99", "e2e_minus_infer_ms.p99"),
 ]
 ACQ_COLUMNS = [

@@ -156,7 +156,7 @@ def test_bench_quick_writes_complete_json_markdown_and_plots(tmp_path):
             _check_latency(r["latency_ms"], f"{part} stride {r['stride_ms']}")
             assert _finite(r["cpu_percent"]) and r["cpu_percent"] > 0
     e2e = parts["e2e"]["runs"][0]
-    for stage in ("lsl_in", "wait", "assemble", "normalise", "infer", "encode", "zmq_out"):
+    for stage in ("lsl_in", "wait", "assemble", "normalise", "infer", "encode", "zmq_out", "e2e_minus_infer"):
         _check_latency(e2e["stages_ms"][stage], f"stage {stage}")
     assert e2e["skipped_windows"] is not None and e2e["dropped_samples"] is not None
     _check_latency(parts["e2e"]["inference_alone_ms"], "inference alone")
