@@ -309,7 +309,7 @@ def train_from_source(source: str | Path, config: TrainConfig, out_dir: str | Pa
                               seed=config.data_seed, cache_dir=cache_dir, things_dir=things_dir, monkey=monkey,
                               progress=progress)
     return train(data, config, out_dir, resume=resume, progress=progress,
-                 data_info={"source": str(Path(source).resolve())})
+                 data_info={"source": str(source)})
 
 
 def resume_config(checkpoint: str | Path, **overrides: Any) -> TrainConfig:
