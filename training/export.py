@@ -47,7 +47,9 @@ class DeployedDecoder(nn.Module):
 
     Per electrode group g (maps sharing their electrodes): `gx{g}` [Eg, W], `gy{g}` [Eg, H] and
     `scale{g}` [H, W] (1 / (density + eps), or ones), so the graph paints each group with its own
-    electrodes only.
+    electrodes only. The state dict (= the ONNX initializers by name) is gx*, gy*, scale* and
+    generator.*; the group indices are rebuilt from the mask (HomeomorphicDecoder.from_args(args,
+    mask=contract.mask)).
     """
 
     def __init__(self, model: HomeomorphicDecoder):
@@ -61,12 +63,13 @@ class DeployedDecoder(nn.Module):
                 gxg, gyg = gx[e].clone(), gy[e].clone()
                 scale = (1.0 / (gyg.transpose(0, 1) @ gxg + rf.norm_eps) if rf.normalise
                          else torch.ones(rf.image_size, rf.image_size))
-                self.register_buffer(f"maps{g}", torch.as_tensor(maps, dtype=torch.long))
-                self.register_buffer(f"elec{g}", e)
+                # index buffers follow from the mask: not part of the state dict (the exporter renames them)
+                self.register_buffer(f"maps{g}", torch.as_tensor(maps, dtype=torch.long), persistent=False)
+                self.register_buffer(f"elec{g}", e, persistent=False)
                 self.register_buffer(f"gx{g}", gxg)
                 self.register_buffer(f"gy{g}", gyg)
                 self.register_buffer(f"scale{g}", scale)
-        self.register_buffer("inverse_order", rf._inverse_order.clone())
+        self.register_buffer("inverse_order", rf._inverse_order.clone(), persistent=False)
         self.generator = model.generator
 
     def forward(self, mua: torch.Tensor) -> torch.Tensor:
