@@ -194,6 +194,14 @@ def test_export_parity_dynamic_batch_and_contract(exported):
         assert np.abs(got - want).max() <= 1e-4
     rf = read_rf_metadata(out)
     np.testing.assert_allclose(rf["rf_centres"], model.rf_centres().numpy())
+    # the deployed RF buffers are ONNX initializers by name (the torch engine rebuilds from them)
+    import onnx
+
+    from training.export import DeployedDecoder
+
+    inits = {i.name for i in onnx.load(str(out)).graph.initializer}
+    rf_keys = [k for k in DeployedDecoder(model).state_dict() if not k.startswith("generator.")]
+    assert rf_keys and set(rf_keys) <= inits
 
 
 def test_spatial_windows_deployed_form_equals_model(tmp_path):
