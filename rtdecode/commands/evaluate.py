@@ -57,8 +57,11 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate(data, model=args.model, checkpoint=args.checkpoint, split=args.split,
                       ridge=not args.no_ridge, seed=opts.get("seed", 0), threads=args.threads)
     if args.ridge_onnx and not args.no_ridge:
+        from pathlib import Path
+
         from ..onnx_io import save_model
 
+        Path(args.ridge_onnx).parent.mkdir(parents=True, exist_ok=True)
         ridge = report["ridge_decoder"]
         save_model(ridge.to_onnx(data.contract(f"ridge-alpha{ridge.alpha:.3g}",
                                                {"kind": "ridge", "alpha": ridge.alpha, "source": data.source})),
