@@ -133,8 +133,12 @@ def _subscriber_main(address: str, capacity: int, out_path: str, ready, stop, le
 def run_soak(*, duration_s: float = 600.0, stride_ms: float = 16.0, model: str | Path = DEMO_MODEL,
              out_dir: str | Path = "benchmarks/results/soak-cpu-2core", tag: str | None = None,
              threads: int | None = None, seed: int = 0, n_images: int = 50, plots: bool = True,
-             progress_s: float = 30.0) -> dict[str, Any]:
-    """Run one soak; write soak-<tag>.json/.md (+ PNGs) into out_dir and return the results."""
+             progress_s: float = 30.0, warmup_s: float = 2.0, keep_frames: bool = False) -> dict[str, Any]:
+    """Run one soak; write soak-<tag>.json/.md (+ PNGs) into out_dir and return the results.
+
+    Frames received in the first `warmup_s` seconds (the inlet's first clock-offset estimate
+    holds back the first samples) are counted but left out of the latency and lag figures.
+    """
     from rtdecode.config import ServeConfig
     from rtdecode.lslconfig import configure_lsl
     from rtdecode.service import DecoderService
@@ -217,15 +221,21 @@ def run_soak(*, duration_s: float = 600.0, stride_ms: float = 16.0, model: str |
     sub_info = _read_json(work / "frames.npy.json")
     played = _read_json(work / "player.json")
     results = analyse(table, sub_info, played, summary.to_dict(), load, inlet_age, cpu_marks,
-                      stride_ms=stride_ms, duration_s=duration_s)
+                      stride_ms=stride_ms, duration_s=duration_s, warmup_s=warmup_s)
     results.update({"tag": tag, "model": str(model), "model_id": summary.model_id, "engine": summary.engine,
                     "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started_wall)),
                     "load_average_before": [round(x, 2) for x in load_before],
                     "load_average_after": [round(x, 2) for x in os.getloadavg()],
                     "machine": _machine(), "config": {"stride_ms": stride_ms, "duration_s": duration_s,
                                                       "threads": threads, "seed": seed, "n_images": n_images}})
+    if table.size and warmup_s > 0:
+        table = table[table[:, 0] - table[0, 0] >= warmup_s]
+        inlet_age = [(t, a) for t, a in inlet_age if t >= warmup_s]
     write_outputs(results, table, inlet_age, out, tag, plots=plots)
     for f in work.iterdir():
+        if keep_frames and f.name.startswith("frames.npy"):  # per-frame table, to analyse again
+            f.replace(out / f"soak-{tag}-{f.name}")
+            continue
         f.unlink()
     work.rmdir()
     return results
@@ -248,9 +258,12 @@ def _machine() -> dict[str, Any]:
 
 
 def analyse(table: np.ndarray, sub_info: dict, played: dict, summary: dict, load: list, inlet_age: list,
-            cpu_marks: dict, *, stride_ms: float, duration_s: float) -> dict[str, Any]:
+            cpu_marks: dict, *, stride_ms: float, duration_s: float, warmup_s: float = 0.0) -> dict[str, Any]:
     """Per-frame table (subscriber) + service summary + player stats -> the results dict."""
     cols = {name: i for i, name in enumerate(sub_info.get("columns", []))}
+    all_frames = table
+    if table.size and warmup_s > 0:
+        table = table[table[:, cols["received"]] - table[0, cols["received"]] >= warmup_s]
 
     def col(name: str) -> np.ndarray:
         return table[:, cols[name]] if table.size else np.zeros(0)
@@ -273,7 +286,7 @@ def analyse(table: np.ndarray, sub_info: dict, played: dict, summary: dict, load
     stream = tel.get("stream", {})
     pushed = int(played.get("samples", 0))
     received = int(stream.get("samples", 0))
-    seq = col("seq")
+    seq = all_frames[:, cols["seq"]] if all_frames.size else np.zeros(0)
     lost_frames = int(seq[-1] - seq[0] + 1 - seq.size) if seq.size else 0
     t_rel = rec - rec[0] if rec.size else rec
     win = min(60.0, max(duration_s / 4.0, 1.0))
@@ -292,8 +305,9 @@ def analyse(table: np.ndarray, sub_info: dict, played: dict, summary: dict, load
         slope = np.polyfit(t_rel, age_at_decode * 1e3, 1)[0] * 60.0
         lag["age_slope_ms_per_min"] = float(slope)
     ia = np.asarray(inlet_age, dtype=np.float64).reshape(-1, 2)
+    ia = ia[ia[:, 0] >= warmup_s]
     if ia.size:
-        lag["inlet_age_first_ms"] = stats_ms(ia[ia[:, 0] <= win, 1])
+        lag["inlet_age_first_ms"] = stats_ms(ia[ia[:, 0] <= warmup_s + win, 1])
         lag["inlet_age_last_ms"] = stats_ms(ia[ia[:, 0] >= ia[-1, 0] - win, 1])
     intervals = np.diff(rec)
     cpu = _cpu(cpu_marks, sub_info)
@@ -301,7 +315,8 @@ def analyse(table: np.ndarray, sub_info: dict, played: dict, summary: dict, load
         "frames": {"published": int(summary.get("frames", 0)), "received": int(sub_info.get("frames", 0)),
                    "lost_between_pub_and_sub": lost_frames, "flagged": int(sub_info.get("flagged", 0)),
                    "refused_by_pub": int(tel.get("publish_dropped", 0)),
-                   "per_s": float(table.shape[0] / (t_rel[-1] if t_rel.size and t_rel[-1] > 0 else 1.0))},
+                   "per_s": float(table.shape[0] / (t_rel[-1] if t_rel.size and t_rel[-1] > 0 else 1.0)),
+                   "warmup_s": warmup_s, "in_warmup": int(all_frames.shape[0] - table.shape[0])},
         "samples": {"pushed": pushed, "received": received, "dropped": pushed - received,
                     "gaps": int(stream.get("gaps", 0)), "missing_samples": int(stream.get("missing_samples", 0)),
                     "out_of_order": int(stream.get("out_of_order", 0)), "duplicates": int(stream.get("duplicates", 0)),
@@ -438,7 +453,8 @@ def markdown(r: dict) -> str:
         f"out-of-order {s['out_of_order']}, duplicates {s['duplicates']}, reconnects {s['reconnects']}; "
         f"late pushes by the player {s['late_pushes']} (max {_f(s['max_push_late_ms'], 1)} ms)",
         f"- frames published {fr['published']}, received {fr['received']} ({_f(fr['per_s'], 1)}/s), lost between "
-        f"PUB and SUB {fr['lost_between_pub_and_sub']}, refused by PUB {fr['refused_by_pub']}",
+        f"PUB and SUB {fr['lost_between_pub_and_sub']}, refused by PUB {fr['refused_by_pub']}; the "
+        f"{fr['in_warmup']} frames of the first {fr['warmup_s']:g} s are left out of the figures below",
         "- skipped windows: " + (", ".join(f"{k} {v}" for k, v in sorted(r["skipped"].items())) or "none"),
         f"- stop: {r['stop_reason']}" + (f"; error: {r['error']}" if r.get("error") else ""),
         "",
@@ -483,12 +499,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="benchmarks/results/soak-cpu-2core")
     p.add_argument("--tag", default=None, help="file name part (default stride<S>ms-<D>s)")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--keep-frames", action="store_true", help="keep the per-frame table (soak-<tag>-frames.npy)")
     p.add_argument("--progress-s", type=float, default=30.0, help="service status line interval")
+    p.add_argument("--warmup-s", type=float, default=2.0, help="frames of the first seconds left out of the figures")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     duration = 20.0 if args.quick else args.duration
     r = run_soak(duration_s=duration, stride_ms=args.stride_ms, model=args.model, out_dir=args.out, tag=args.tag,
-                 threads=args.threads, plots=not args.no_plots, progress_s=args.progress_s)
+                 threads=args.threads, plots=not args.no_plots, progress_s=args.progress_s,
+                 warmup_s=args.warmup_s, keep_frames=args.keep_frames)
     sys.stdout.write(markdown(r))
     return 0 if r["samples"]["dropped"] == 0 and not r.get("error") else 1
 

@@ -124,3 +124,22 @@ def test_outlet_loss_reconnects_and_counts_the_gap(tmp_path, rng):
     first_after = events["reconnected"]["sample"]
     assert src.ring.flags(first_after, 1)[0] & FLAG_GAP
     assert not src.ring.flags(first_after + 1, t.samples - first_after - 1).any()
+
+
+def test_a_stall_longer_than_the_ring_loses_no_sample(tmp_path, rng):
+    """The inlet thread not pulling for 2.5 s (a frozen process) with a 0.25 s ring: liblsl's queue
+    bridges it and the backlog is drained in order, every sample once, no gap."""
+    from rtdecode.lslconfig import lsl
+
+    data = rng.normal(size=(3000, 8)).astype(np.float32)
+    with Pusher(tmp_path, data) as p:
+        src = LslSource(p.name, n_channels=8, sampling_rate_hz=FS, capacity=256, resolve_timeout_s=10.0).open()
+        assert src.inlet_buffer_s >= 60
+        base = p.base()
+        wait_until(lambda: lsl().local_clock() > base + 2.5, 30, what="2.5 s of pushing while not pulling")
+        _run_until_samples(src, len(data))
+    t = src.telemetry
+    assert t.samples == len(data) and t.gaps == 0 and t.missing_samples == 0
+    assert t.out_of_order == 0 and t.duplicates == 0
+    ring = src.ring
+    np.testing.assert_array_equal(ring.window(ring.count - 200, 200), data[-200:])

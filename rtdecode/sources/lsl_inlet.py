@@ -6,7 +6,10 @@
   to the layout's, format float32 (double64 is accepted and converted, with a log line), nominal
   rate equal to the model's sampling rate (within 0.1%).
 - A thread pulls chunks with pull_chunk(dest_obj=staging, min_samples=1) - liblsl writes into a
-  preallocated array - checks them and writes them into the ring:
+  preallocated array - checks them (a few calls for the usual clean chunk) and writes them into
+  the ring; it wakes the serve loop after each chunk, or, when a backlog is being drained after
+  a stall, once it is drained. liblsl's inlet queue holds `inlet_buffer_s` (60 s) of samples, so
+  a stall of the process shorter than that loses none:
   gaps (dt > 1.5 / fs), out-of-order and duplicated timestamps, NaN/Inf samples are counted,
   flagged per sample in the ring (see ringbuffer.FLAG_*) and remembered as bad ranges.
 - The inlet is opened with recover=False, so a vanished outlet raises pylsl's LostError; the
@@ -86,7 +89,7 @@ class LslSource:
                  reconnect: bool = True, reconnect_timeout_s: float = 30.0, backoff_s: float = 0.1,
                  backoff_max_s: float = 2.0, marker_query: str | None = None, max_chunk: int = 256,
                  pull_timeout_s: float = 0.02, wake: threading.Event | None = None,
-                 clock_sync: bool = True, max_events: int = 200):
+                 clock_sync: bool = True, max_events: int = 200, inlet_buffer_s: float = 60.0):
         self.query = query
         self.n_channels = int(n_channels)
         self.fs = float(sampling_rate_hz)
@@ -102,6 +105,10 @@ class LslSource:
         self.pull_timeout_s = float(pull_timeout_s)
         self.wake = wake or threading.Event()
         self.clock_sync = clock_sync
+        # liblsl's own queue (seconds of samples) is what bridges a stall of this process: the
+        # ring only has to hold the windows, the inlet queue must hold everything not pulled yet
+        self.inlet_buffer_s = max(float(inlet_buffer_s), self.capacity / self.fs)
+        self._since_wake = 0
         self.ring = RingBuffer(self.capacity, self.n_channels)
         self.markers: deque[tuple[float, dict]] = deque(maxlen=10000)
         self.error: BaseException | None = None
@@ -177,7 +184,7 @@ class LslSource:
         dtype = np.float64 if info.channel_format() == pylsl.cf_double64 else np.float32
         if self._staging is None or self._staging.dtype != dtype:
             self._staging = np.zeros((self.max_chunk, self.n_channels), dtype=dtype)
-        buflen = max(1, int(math.ceil(self.capacity / self.fs)))
+        buflen = max(1, int(math.ceil(self.inlet_buffer_s)))
         inlet = pylsl.StreamInlet(info, max_buflen=buflen, recover=False,
                                   processing_flags=self._proc_flags(), as_numpy=True)
         try:
@@ -256,7 +263,19 @@ class LslSource:
         t.samples += n
         t.chunks += 1
         t.newest_ts = float(ts[-1])
-        self.wake.set()
+        # A full chunk may leave a backlog (after a stall): pull it all before waking the loop,
+        # so it decodes the newest window instead of the stale ones in between - but wake it at
+        # least every half ring, before unread windows are overwritten.
+        self._since_wake += n
+        if n < self.max_chunk or self._since_wake >= self.capacity // 2 or not self._backlog():
+            self._since_wake = 0
+            self.wake.set()
+
+    def _backlog(self) -> bool:
+        try:
+            return self._inlet.samples_available() > 0
+        except Exception:  # a lost inlet: the next pull raises LostError and reconnects
+            return False
 
     def _clean(self, data: np.ndarray, ts: np.ndarray, n: int) -> bool:
         """Fast check of the usual chunk (a few calls, no temporaries for one sample).
