@@ -37,7 +37,7 @@ def write_session(path, rng, *, n_images=20, reps=2, size=16, trial_len=300, lay
         resp = (images[k % images.shape[0]].reshape(-1).astype(np.float32) / 255) @ weights
         mua[on + 20:on + 220] += resp
     if nan_at is not None:
-        mua[onsets[nan_at[0]] + 30, nan_at[1]] = np.nan
+        mua[onsets[nan_at[0]] + 45, nan_at[1]] = np.nan  # inside the first V4 window [33, 60) ms
     gt = rng.uniform(size=(c, 2))
     with SessionWriter(path, layout, 1000.0) as w:
         w.append(mua, np.arange(t_total) / 1000.0)
