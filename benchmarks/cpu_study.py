@@ -3,9 +3,10 @@
 Steps (all 96x96 frames, batch 1, ONNX Runtime CPU unless said):
   paper fp32, 2 threads          the reference (paper-size U-Net 64-128-256-512-512)
   1 thread                       leaves a core for the LSL inlet and ZeroMQ threads
-  dense RF basis                 the RF layer as one [E, H*W] matrix per map instead of the separable form
-  normalisation folded           z-scoring inside the graph (one Mul+Add) instead of numpy before it
   graph optimisation levels      disable / basic / extended / all
+  RF layer forms                 separable over all electrodes x mask, one dense [E, H*W] basis, and
+                                 separable per area group (each map paints only its own electrodes)
+  normalisation folded           z-scoring inside the graph (one Mul+Add) instead of numpy before it
   fast preset                    a narrower U-Net (32-64-128-256) trained on the same data
   INT8 static quantisation       onnxruntime.quantization.quantize_static (QDQ, per-channel) with a
                                  CalibrationDataReader over the session's training maps
@@ -210,27 +211,34 @@ def run_study(models_dir: str | Path, session: str | Path, out_dir: str | Path, 
     variants = _deployed_variants(models_dir / "paper" / "best.pt", contract)
     for key in ("deployed", "separable_all", "dense", "folded"):
         files[f"paper_{key}_legacy"] = export_module(variants[key], contract, work / f"paper_{key}.onnx")
+    fast_variants = _deployed_variants(models_dir / "fast" / "best.pt", read_contract(fast))
+    files["fast_grouped"] = export_module(fast_variants["deployed"], read_contract(fast), work / "fast_grouped.onnx")
     files["paper_int8"] = _quantize_int8(paper, work / "paper_int8.onnx", calib)
     files["fast_int8"] = _quantize_int8(fast, work / "fast_int8.onnx", calib)
+    files["fast_grouped_int8"] = _quantize_int8(files["fast_grouped"], work / "fast_grouped_int8.onnx", calib)
     progress("cpu study: variants built")
 
     ref_pred = _predict(paper, test_x)
     steps = [  # (label, file key, threads, graph opt, input kind)
-        ("paper fp32, 2 threads (reference)", "paper", 2, "all", "norm"),
+        ("paper fp32, 2 threads (reference; RF separable over all electrodes)", "paper", 2, "all", "norm"),
         ("paper fp32, 1 thread", "paper", 1, "all", "norm"),
         ("  graph opt: disable all", "paper", 1, "disable", "norm"),
         ("  graph opt: basic", "paper", 1, "basic", "norm"),
         ("  graph opt: extended", "paper", 1, "extended", "norm"),
-        ("paper, RF as exported (TorchScript exporter, as the next rows)", "paper_deployed_legacy", 1, "all", "norm"),
-        ("paper, separable RF over all electrodes x mask", "paper_separable_all_legacy", 1, "all", "norm"),
+        ("paper, separable RF over all electrodes x mask (TorchScript export)", "paper_separable_all_legacy", 1,
+         "all", "norm"),
         ("paper, dense RF basis [E, H*W]", "paper_dense_legacy", 1, "all", "norm"),
+        ("paper, area-grouped separable RF (training.export's current form)", "paper_deployed_legacy", 1, "all",
+         "norm"),
         ("paper + numpy normaliser before the graph (as served)", "paper", 1, "all", "numpy-norm"),
-        ("paper, normalisation folded into the graph", "paper_folded_legacy", 1, "all", "raw"),
+        ("paper, grouped RF + normalisation folded into the graph", "paper_folded_legacy", 1, "all", "raw"),
         ("paper INT8 static (QDQ, convs), 1 thread", "paper_int8", 1, "all", "norm"),
         ("paper INT8 static (QDQ, convs), 2 threads", "paper_int8", 2, "all", "norm"),
         ("fast preset fp32, 1 thread", "fast", 1, "all", "norm"),
         ("fast preset fp32, 2 threads", "fast", 2, "all", "norm"),
         ("fast preset INT8 static, 1 thread", "fast_int8", 1, "all", "norm"),
+        ("fast preset, area-grouped separable RF, 1 thread", "fast_grouped", 1, "all", "norm"),
+        ("fast preset, area-grouped RF, INT8 static, 1 thread", "fast_grouped_int8", 1, "all", "norm"),
     ]
     # build every runner first, then time them round-robin so that the load of a shared machine
     # falls on all configurations alike
