@@ -142,6 +142,13 @@ STAGE_COLUMNS = [
     ("per-frame e2e - infer p99", "stages_ms.e2e_minus_infer.p99"),
     ("e2e p99 - infer-alone p99", "e2e_minus_infer_ms.p99"),
 ]
+STAGE_P99_COLUMNS = [
+    ("stride ms", "stride_ms"), ("lsl in", "stages_ms.lsl_in.p99"), ("wait", "stages_ms.wait.p99"),
+    ("assemble", "stages_ms.assemble.p99"), ("normalise", "stages_ms.normalise.p99"),
+    ("infer", "stages_ms.infer.p99"), ("encode", "stages_ms.encode.p99"),
+    ("zmq out", "stages_ms.zmq_out.p99"), ("pusher late p99", "pusher_late_ms.p99"),
+    ("machine busy %", "cpu.machine_busy_percent"),
+]
 ACQ_COLUMNS = [
     ("client", "client"), ("n", "latency_ms.n"), ("p50 ms", "latency_ms.p50"),
     ("p90 ms", "latency_ms.p90"), ("p99 ms", "latency_ms.p99"), ("max ms", "latency_ms.max"),
@@ -181,6 +188,8 @@ def markdown_report(results: Mapping) -> str:
         if stage_rows:
             lines += ["", "Per-stage medians (ms) of rtdecode, from the frame headers:", ""]
             lines.append(markdown_table(stage_rows, STAGE_COLUMNS))
+            lines += ["", "Per-stage p99 (ms), the pusher's lateness and how busy the whole machine was:", ""]
+            lines.append(markdown_table(stage_rows, STAGE_P99_COLUMNS))
     cmp_ = parts.get("comparison")
     if cmp_:
         lines += ["", "## rtdecode vs first-try (same model, same stream)", ""]
