@@ -52,6 +52,7 @@ class ServeConfig:
     lsl_scope: str = "machine"  # LSL discovery: this machine only, or the network
     record: str | None = None  # directory for rtdecode.recorder.FrameRecorder (None: off)
     status_interval_s: float = 5.0  # one status line every this many seconds (0: off)
+    prometheus_port: int | None = None  # serve Prometheus metrics at http://127.0.0.1:PORT/metrics (None: off)
     duration_s: float | None = None  # stop after this long (None: until stopped)
     max_frames: int | None = None  # stop after this many frames (None: until stopped)
 
@@ -94,6 +95,10 @@ class ServeConfig:
         if self.record is not None:
             _check_str(self, "record", nonempty=True)
         _check_num(self, "status_interval_s", lo=0.0)
+        if self.prometheus_port is not None:
+            _check_int(self, "prometheus_port", lo=0)
+            if self.prometheus_port > 65535:
+                raise ConfigError(f"prometheus_port must be <= 65535, got {self.prometheus_port}")
         if self.duration_s is not None:
             _check_num(self, "duration_s", lo=0.0, lo_open=True)
         if self.max_frames is not None:

@@ -41,6 +41,7 @@ _FLAGS = (
     ("--lsl-scope", "lsl_scope", str, "LSL discovery: machine (this computer) or network"),
     ("--record", "record", str, "also record frames and telemetry into this directory"),
     ("--status-interval", "status_interval_s", float, "seconds between status lines (0: off)"),
+    ("--prometheus-port", "prometheus_port", int, "serve Prometheus metrics at http://127.0.0.1:PORT/metrics"),
     ("--duration", "duration_s", float, "stop after this many seconds"),
     ("--max-frames", "max_frames", int, "stop after this many frames"),
 )
@@ -95,6 +96,13 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = build_config(args)
     service = DecoderService(cfg, announce=print)  # --engine auto prints its choice and reasons
+    exporter = None
+    if cfg.prometheus_port is not None:
+        from ..prometheus import PrometheusExporter
+
+        exporter = PrometheusExporter(service.telemetry, port=cfg.prometheus_port,
+                                      labels={"model": str(cfg.model)}).start()
+        print(f"prometheus metrics at {exporter.url}")
 
     def _on_signal(signum, _frame):
         service.stop(f"signal {signal.Signals(signum).name}")
@@ -105,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        if exporter is not None:
+            exporter.close()
     print(summary.text())
     if args.summary_json:
         with open(args.summary_json, "w") as f:
