@@ -301,9 +301,23 @@ def analyse(table: np.ndarray, sub_info: dict, played: dict, summary: dict, load
     }
     a, b = lag["age_at_decode_first_ms"], lag["age_at_decode_last_ms"]
     lag["median_growth_ms"] = (b["p50_ms"] - a["p50_ms"]) if a.get("count") and b.get("count") else None
-    if rec.size > 10:  # slope of the decode age over the run (ms per minute)
-        slope = np.polyfit(t_rel, age_at_decode * 1e3, 1)[0] * 60.0
-        lag["age_slope_ms_per_min"] = float(slope)
+    # lag over time: per interval (a minute; a tenth of a short run)
+    step = 60.0 if duration_s >= 300 else max(duration_s / 10.0, 1.0)
+    per = []
+    if t_rel.size:
+        for k in range(int(t_rel[-1] // step) + 1):
+            sel = (t_rel >= k * step) & (t_rel < (k + 1) * step)
+            if sel.sum() < 2:
+                continue
+            per.append({"from_s": k * step, "frames": int(sel.sum()),
+                        "age_p50_ms": float(np.median(age_at_decode[sel]) * 1e3),
+                        "age_p99_ms": float(np.percentile(age_at_decode[sel], 99) * 1e3),
+                        "e2e_minus_infer_p50_ms": float(np.median(outside[sel]) * 1e3),
+                        "e2e_minus_infer_p99_ms": float(np.percentile(outside[sel], 99) * 1e3)})
+    lag["per_interval"] = per
+    if len(per) >= 3:  # trend of the per-interval medians (robust to a stall), ms per minute
+        lag["age_slope_ms_per_min"] = float(np.polyfit([p["from_s"] for p in per], [p["age_p50_ms"] for p in per],
+                                                       1)[0] * 60.0)
     ia = np.asarray(inlet_age, dtype=np.float64).reshape(-1, 2)
     ia = ia[ia[:, 0] >= warmup_s]
     if ia.size:
@@ -475,9 +489,16 @@ def markdown(r: dict) -> str:
         f"Lag (first vs last {lag['window_s']:g} s): age of the newest sample at decode, median "
         f"{_f(lag['age_at_decode_first_ms'].get('p50_ms'))} -> {_f(lag['age_at_decode_last_ms'].get('p50_ms'))} ms, "
         f"p99 {_f(lag['age_at_decode_first_ms'].get('p99_ms'))} -> {_f(lag['age_at_decode_last_ms'].get('p99_ms'))} ms; "
-        f"slope {_f(lag.get('age_slope_ms_per_min'), 4)} ms/min. End to end median "
+        f"trend of the per-interval medians {_f(lag.get('age_slope_ms_per_min'), 4)} ms/min. End to end median "
         f"{_f(lag['e2e_first_ms'].get('p50_ms'))} -> {_f(lag['e2e_last_ms'].get('p50_ms'))} ms.",
         f"Frame interval jitter (sd): {_f(r['frame_interval_ms'].get('jitter_sd_ms'))} ms.",
+        "",
+        "| from (s) | frames | age at decode p50 | p99 | e2e minus inference p50 | p99 |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [f"| {p['from_s']:g} | {p['frames']} | {_f(p['age_p50_ms'])} | {_f(p['age_p99_ms'])} | "
+              f"{_f(p['e2e_minus_infer_p50_ms'])} | {_f(p['e2e_minus_infer_p99_ms'])} |" for p in lag.get("per_interval", [])]
+    lines += [
         "",
         "CPU: " + ", ".join(f"{k} {_f(v, 2)}" for k, v in r["cpu"].items() if isinstance(v, (int, float))),
         "",

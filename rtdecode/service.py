@@ -95,6 +95,7 @@ class DecoderService:
         self.endpoint: str | None = None  # the bound address (tcp://...:port), once started
         self.started = threading.Event()  # set when the loop is about to run (for tests, demos)
         self._stop_reason = "stopped"
+        self.preassembled = 0  # frames whose window was partly assembled while its samples arrived
 
     def stop(self, reason: str = "stop requested") -> None:
         """Ask the loop to finish (thread- and signal-safe)."""
@@ -331,6 +332,7 @@ class DecoderService:
         x = self.x
         if assembled:
             self.assembler.assemble_ready(block, x[0], assembled, span)
+            self.preassembled += 1
         else:
             self.assembler.assemble(block, out=x[0])
         if not ring.intact(ref):  # also covers the reads of the maps assembled before
