@@ -1,8 +1,9 @@
 """Soak test of the streaming service: a live 1024-channel 1 kHz stream decoded for minutes.
 
 Three processes, as on a rig:
-- a child plays an endless virtual-macaque recording (rtdecode.sim) over LSL with
-  rtdecode.playback.play (one sample per push, LSL timestamps on the local clock);
+- a child plays a virtual-macaque recording (rtdecode.sim; --loop-s seconds rendered before
+  the start, then looped) over LSL with rtdecode.playback.play (one sample per push, LSL
+  timestamps on the local clock);
 - this process runs DecoderService (the bundled demo model by default) in its main thread;
 - another child subscribes to the frames (FrameSubscriber) and notes per frame its receipt
   time (time.monotonic(), the clock pylsl.local_clock() reads on Linux) and the header.
@@ -86,14 +87,36 @@ def stats_ms(values_s: np.ndarray) -> dict[str, float | int | None]:
 
 
 # ---- child: the stream ---------------------------------------------------------------------
-def _player_main(stream_name: str, duration_s: float, seed: int, n_images: int, result_path: str,
-                 stop, level: int) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s player %(message)s")
-    from rtdecode.playback import play
+def prerendered(seed: int, n_images: int, seconds: float):
+    """`seconds` of an endless virtual-macaque recording, rendered now, as a Recording to loop.
+
+    Rendering while playing would put the simulator's work (a burst of a few ms per 400-ms
+    trial) on this box's two cores next to the service; an amplifier does not run there.
+    """
+    from rtdecode.recording import Block, Recording
     from rtdecode.sim import VirtualMacaque
 
     rec = VirtualMacaque(seed=seed).recording(n_images=n_images, endless=True, image_seed=seed)
-    stats = play(rec, stream_name=stream_name, stream_type="MUA-soak", marker_stream=None,
+    n = max(1, int(round(seconds * rec.sampling_rate_hz)))
+    mua = np.empty((n, rec.layout.n_channels), dtype=np.float32)
+    filled = 0
+    for block in rec.blocks():
+        k = min(n - filled, block.mua.shape[0])
+        mua[filled:filled + k] = block.mua[:k]
+        filled += k
+        if filled >= n:
+            break
+    return Recording(f"{rec.name}-{seconds:g}s-loop", rec.layout, rec.sampling_rate_hz,
+                     lambda: iter([Block(mua, [])]), n, rec.images)
+
+
+def _player_main(stream_name: str, duration_s: float, seed: int, n_images: int, loop_s: float,
+                 result_path: str, stop, level: int) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s player %(message)s")
+    from rtdecode.playback import play
+
+    rec = prerendered(seed, n_images, loop_s)
+    stats = play(rec, stream_name=stream_name, stream_type="MUA-soak", marker_stream=None, loop=True,
                  duration=duration_s, stop_event=stop, chunk_ms=1.0, source_id=stream_name,
                  progress=False, wait_for_consumer=60.0, linger_s=3.0)
     Path(result_path).write_text(json.dumps(stats.to_dict()))
@@ -133,7 +156,8 @@ def _subscriber_main(address: str, capacity: int, out_path: str, ready, stop, le
 def run_soak(*, duration_s: float = 600.0, stride_ms: float = 16.0, model: str | Path = DEMO_MODEL,
              out_dir: str | Path = "benchmarks/results/soak-cpu-2core", tag: str | None = None,
              threads: int | None = None, seed: int = 0, n_images: int = 50, plots: bool = True,
-             progress_s: float = 30.0, warmup_s: float = 2.0, keep_frames: bool = False) -> dict[str, Any]:
+             progress_s: float = 30.0, warmup_s: float = 2.0, keep_frames: bool = False,
+             loop_s: float = 30.0) -> dict[str, Any]:
     """Run one soak; write soak-<tag>.json/.md (+ PNGs) into out_dir and return the results.
 
     Frames received in the first `warmup_s` seconds (the inlet's first clock-offset estimate
@@ -158,7 +182,8 @@ def run_soak(*, duration_s: float = 600.0, stride_ms: float = 16.0, model: str |
     sub = ctx.Process(target=_subscriber_main, name="soak-subscriber", daemon=True,
                       args=(address, frames_cap, str(work / "frames.npy"), sub_ready, stop_sub, level))
     player = ctx.Process(target=_player_main, name="soak-player", daemon=True,
-                         args=(stream, duration_s, seed, n_images, str(work / "player.json"), stop_player, level))
+                         args=(stream, duration_s, seed, n_images, loop_s, str(work / "player.json"), stop_player,
+                               level))
     sub.start()
     player.start()
     if not sub_ready.wait(60):
@@ -227,7 +252,8 @@ def run_soak(*, duration_s: float = 600.0, stride_ms: float = 16.0, model: str |
                     "load_average_before": [round(x, 2) for x in load_before],
                     "load_average_after": [round(x, 2) for x in os.getloadavg()],
                     "machine": _machine(), "config": {"stride_ms": stride_ms, "duration_s": duration_s,
-                                                      "threads": threads, "seed": seed, "n_images": n_images}})
+                                                      "threads": threads, "seed": seed, "n_images": n_images,
+                                                      "stream_loop_s": loop_s}})
     if table.size and warmup_s > 0:
         table = table[table[:, 0] - table[0, 0] >= warmup_s]
         inlet_age = [(t, a) for t, a in inlet_age if t >= warmup_s]
@@ -521,6 +547,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tag", default=None, help="file name part (default stride<S>ms-<D>s)")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--keep-frames", action="store_true", help="keep the per-frame table (soak-<tag>-frames.npy)")
+    p.add_argument("--loop-s", type=float, default=30.0,
+                   help="seconds of virtual-macaque MUA rendered before streaming, then looped")
     p.add_argument("--progress-s", type=float, default=30.0, help="service status line interval")
     p.add_argument("--warmup-s", type=float, default=2.0, help="frames of the first seconds left out of the figures")
     args = p.parse_args(argv)
@@ -528,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     duration = 20.0 if args.quick else args.duration
     r = run_soak(duration_s=duration, stride_ms=args.stride_ms, model=args.model, out_dir=args.out, tag=args.tag,
                  threads=args.threads, plots=not args.no_plots, progress_s=args.progress_s,
-                 warmup_s=args.warmup_s, keep_frames=args.keep_frames)
+                 warmup_s=args.warmup_s, keep_frames=args.keep_frames, loop_s=args.loop_s)
     sys.stdout.write(markdown(r))
     return 0 if r["samples"]["dropped"] == 0 and not r.get("error") else 1
 

@@ -20,7 +20,8 @@ def soak(tmp_path_factory):
     if not DEMO_MODEL.exists():
         pytest.skip("the bundled demo model is not committed")
     out = tmp_path_factory.mktemp("soak")
-    results = run_soak(duration_s=4.0, stride_ms=16.0, out_dir=out, tag="test", n_images=6, progress_s=0)
+    results = run_soak(duration_s=4.0, stride_ms=16.0, out_dir=out, tag="test", n_images=6, progress_s=0,
+                       loop_s=1.5)
     return out, results
 
 
@@ -39,7 +40,7 @@ def test_soak_report_is_complete_and_nothing_dropped(soak):
     for name in ("end_to_end", "infer", "e2e_minus_infer", "age_at_decode"):
         st = on_disk["latency_ms"][name]
         assert all(st.get(k) is not None for k in LATENCY_KEYS), (name, st)
-        assert st["count"] == f["received"]
+        assert st["count"] == f["received"] - f["in_warmup"] > 0  # the first seconds are left out
         assert st["p50_ms"] <= st["p99_ms"] <= st["max_ms"]
     # e2e minus inference is the e2e without the inference stage, per frame
     lat = on_disk["latency_ms"]
