@@ -245,6 +245,7 @@ def run_soak(*, duration_s: float = 600.0, stride_ms: float = 16.0, model: str |
     table = np.load(work / "frames.npy", allow_pickle=False)
     sub_info = _read_json(work / "frames.npy.json")
     played = _read_json(work / "player.json")
+    inlet_age = [(t, a) for t, a in inlet_age if t <= duration_s]  # not the wait after the last push
     results = analyse(table, sub_info, played, summary.to_dict(), load, inlet_age, cpu_marks,
                       stride_ms=stride_ms, duration_s=duration_s, warmup_s=warmup_s)
     results.update({"tag": tag, "model": str(model), "model_id": summary.model_id, "engine": summary.engine,
@@ -254,9 +255,9 @@ def run_soak(*, duration_s: float = 600.0, stride_ms: float = 16.0, model: str |
                     "machine": _machine(), "config": {"stride_ms": stride_ms, "duration_s": duration_s,
                                                       "threads": threads, "seed": seed, "n_images": n_images,
                                                       "stream_loop_s": loop_s}})
+    inlet_age = [(t, a) for t, a in inlet_age if warmup_s <= t <= duration_s]  # while the stream ran
     if table.size and warmup_s > 0:
         table = table[table[:, 0] - table[0, 0] >= warmup_s]
-        inlet_age = [(t, a) for t, a in inlet_age if t >= warmup_s]
     write_outputs(results, table, inlet_age, out, tag, plots=plots)
     for f in work.iterdir():
         if keep_frames and f.name.startswith("frames.npy"):  # per-frame table, to analyse again
