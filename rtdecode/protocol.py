@@ -118,10 +118,12 @@ class FrameSubscriber:
         self.sock.setsockopt(zmq.SUBSCRIBE, TOPIC)
         self.sock.connect(address)
         self.address = address
+        self._poller = zmq.Poller()  # one poller for all recv(timeout) calls (Socket.poll builds one per call)
+        self._poller.register(self.sock, zmq.POLLIN)
 
     def recv(self, timeout: float | None = None) -> ReceivedFrame | None:
         """Next frame, or None after `timeout` seconds (None = wait forever)."""
-        if timeout is not None and not self.sock.poll(int(timeout * 1000)):
+        if timeout is not None and not self._poller.poll(int(timeout * 1000)):
             return None
         parts = self.sock.recv_multipart(copy=True)
         received = time.monotonic()
