@@ -322,9 +322,10 @@ class PhospheneRenderer:
         return p
 
     def _make_dynaphos(self, seed: int, overrides: dict | None):
-        for mod, pip_name in (("torch", "torch"), ("yaml", "pyyaml"), ("scipy", "scipy"),
-                              ("cv2", "opencv-python-headless"), ("matplotlib", "matplotlib"),
-                              ("dynaphos", "dynaphos")):
+        # dynaphos first (the package itself), then what its wheel needs but does not declare
+        for mod, pip_name in (("dynaphos", "dynaphos"), ("torch", "torch"), ("yaml", "pyyaml"),
+                              ("scipy", "scipy"), ("cv2", "opencv-python-headless"),
+                              ("matplotlib", "matplotlib")):
             try:
                 importlib.import_module(mod)
             except ImportError as e:
