@@ -28,7 +28,6 @@ import logging
 import math
 import multiprocessing as mp
 import os
-import socket
 import sys
 import threading
 import time
@@ -38,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.end_to_end import free_tcp_address, proc_cpu_seconds
+
 log = logging.getLogger("soak")
 
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "rtdecode" / "assets" / "demo" / "model.onnx"
@@ -46,22 +47,6 @@ PERCENTILES = (50, 90, 99, 99.9)
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-def free_tcp_address() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
-
-
-def proc_cpu_seconds(pid: int) -> float | None:
-    """user + system CPU seconds of a live process (/proc/<pid>/stat)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def machine_cpu() -> tuple[float, float] | None:
     """(busy, total) jiffies of the whole machine from /proc/stat."""
     try:
