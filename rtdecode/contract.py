@@ -154,7 +154,7 @@ def read_contract(path: str | Path) -> DecoderContract:
     dims = [d.dim_value if d.HasField("dim_value") else None
             for d in inputs[INPUT_NAME].type.tensor_type.shape.dim]
     want = [None, *contract.input_shape]
-    if len(dims) != 3 or any(d is not None and w is not None and d != w for d, w in zip(dims, want)):
+    if len(dims) != 3 or any(d is not None and w is not None and d != w for d, w in zip(dims, want, strict=True)):
         raise ModelError(f"input {INPUT_NAME!r} has shape {dims}, metadata says [batch, {contract.input_shape[0]}, "
                          f"{contract.input_shape[1]}]", path=str(path))
     return contract

@@ -20,7 +20,8 @@ def _has(module: str) -> bool:
 
 
 @pytest.fixture
-def rng() -> "object":
+def rng():
+    """A seeded numpy Generator: tests make their own small, reproducible data."""
     import numpy as np
 
     return np.random.default_rng(1234)
