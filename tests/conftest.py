@@ -13,12 +13,6 @@ os.environ.setdefault("LSLAPICFG", str(ROOT / "deploy" / "lsl_api.cfg"))
 os.environ.setdefault("RTDECODE_RAISE_IN_THREADS", "1")
 
 
-def _has(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
-
-
 @pytest.fixture
 def rng():
     """A seeded numpy Generator: tests make their own small, reproducible data."""
