@@ -7,7 +7,7 @@ import logging
 
 import numpy as np
 import pytest
-from test_gpu_engines import tiny_contract
+from contracts import tiny_contract
 
 from deploy.sidecar import write_sidecar
 from rtdecode.engines import Engine, create_engine

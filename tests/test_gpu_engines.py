@@ -15,16 +15,15 @@ import sys
 
 import numpy as np
 import pytest
+from contracts import tiny_contract
 
 from deploy.build_engine import calibration_maps
 from deploy.sidecar import write_sidecar
-from rtdecode.contract import DecoderContract, read_contract
+from rtdecode.contract import read_contract
 from rtdecode.engines import create_engine
 from rtdecode.errors import EngineError
-from rtdecode.layout import ElectrodeLayout
 from rtdecode.onnx_io import build_linear_decoder, save_model
 from rtdecode.session import SessionWriter
-from rtdecode.windows import make_plan
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -42,18 +41,6 @@ def _torch_cuda() -> bool:
         return bool(torch.cuda.is_available())
     except ImportError:
         return False
-
-
-def tiny_contract(rng, image: int = 8, model_args: dict | None = None) -> DecoderContract:
-    lay = ElectrodeLayout.from_dict({"name": "tiny", "arrays": [
-        {"id": 1, "area": "V1", "channels": [[0, 7]]},
-        {"id": 2, "area": "V4", "channels": [[8, 11]]},
-        {"id": 3, "area": "IT", "channels": [[12, 15]]}]})
-    plan = make_plan("spatiotemporal", lay)
-    shape = (plan.n_maps, lay.n_electrodes)
-    cfg = {"model_args": model_args} if model_args else {}
-    return DecoderContract(lay, plan, rng.normal(size=shape), rng.uniform(0.5, 2, size=shape), image, image,
-                           "tiny-gpu", cfg)
 
 
 @pytest.fixture

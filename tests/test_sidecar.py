@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from contracts import tiny_contract as shared_tiny_contract
 
 from deploy.build_engine import BuildOptions, calibration_maps, parser_error_text
 from deploy.sidecar import (
@@ -22,24 +23,17 @@ from deploy.sidecar import (
     verify_compatible,
     write_sidecar,
 )
-from rtdecode.contract import DecoderContract
 from rtdecode.errors import ConfigError, EngineError, ModelError
 from rtdecode.layout import ElectrodeLayout
 from rtdecode.onnx_io import build_linear_decoder, save_model
 from rtdecode.session import SessionWriter
-from rtdecode.windows import Normaliser, make_plan
+from rtdecode.windows import Normaliser
 
 HERE = DeviceFacts("NVIDIA RTX A4000", "8.6", "10.3.0")
 
 
-def tiny_contract(rng) -> DecoderContract:
-    lay = ElectrodeLayout.from_dict({"name": "tiny", "arrays": [
-        {"id": 1, "area": "V1", "channels": [[0, 7]]},
-        {"id": 2, "area": "V4", "channels": [[8, 11]]},
-        {"id": 3, "area": "IT", "channels": [[12, 15]]}]})
-    plan = make_plan("spatiotemporal", lay)
-    shape = (plan.n_maps, lay.n_electrodes)
-    return DecoderContract(lay, plan, rng.normal(size=shape), rng.uniform(0.5, 2, size=shape), 8, 8, "tiny-sc", {})
+def tiny_contract(rng):
+    return shared_tiny_contract(rng, model_id="tiny-sc")
 
 
 def tiny_model(tmp_path, rng):
