@@ -1,11 +1,14 @@
-"""Latency benchmarks of rtdecode: inference, end-to-end over LSL and ZeroMQ, a first-try baseline.
+"""rtdecode.benchmarks (the folder benchmarks/). Latency benchmarks of rtdecode: inference, end-to-end over LSL and ZeroMQ, a first-try baseline.
 
 Run them with `rtdecode bench` (rtdecode/commands/bench.py), which calls `run_suite`; each part
-returns a plain dict plus raw latency series, written by benchmarks.report as JSON, a markdown
+returns a plain dict plus raw latency series, written by rtdecode.benchmarks.report as JSON, a markdown
 table and PNG plots. See docs/benchmarks.md.
 """
 
 from __future__ import annotations
+
+if __name__ != "rtdecode.benchmarks":  # one name per file: the folder benchmarks/ installs as rtdecode.benchmarks
+    raise ImportError(f"import rtdecode.benchmarks, not {__name__}: the folder benchmarks/ is the package rtdecode.benchmarks")
 
 PARTS = ("inference", "e2e", "first-try", "mne-lsl")
 

@@ -13,8 +13,8 @@ Steps (all 96x96 frames, batch 1, ONNX Runtime CPU unless said):
 Quality: pixel correlation and SSIM of the reconstructions vs the held-out stimuli of a virtual
 macaque session (training.metrics), and SSIM vs the paper fp32 model's own outputs (fidelity).
 
-`python -m benchmarks.cpu_study train --session S.h5 --out DIR` trains the paper and fast models
-(modest CPU: 1 thread); `python -m benchmarks.cpu_study run --models DIR --session S.h5 --out DIR`
+`python -m rtdecode.benchmarks.cpu_study train --session S.h5 --out DIR` trains the paper and fast models
+(modest CPU: 1 thread); `python -m rtdecode.benchmarks.cpu_study run --models DIR --session S.h5 --out DIR`
 measures the table.
 """
 
@@ -37,9 +37,9 @@ IMAGE_SIZE = 96
 def train_models(session: str | Path, out_dir: str | Path, *, paper_steps: int, fast_steps: int,
                  threads: int = 1, lr: float = 5e-4, seed: int = 0) -> dict:
     """Train the paper-size and fast decoders at 96x96 on one session; export both to ONNX."""
-    from training.config import preset
-    from training.data import load_decoding_data
-    from training.train import train
+    from rtdecode.training.config import preset
+    from rtdecode.training.data import load_decoding_data
+    from rtdecode.training.train import train
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -66,8 +66,8 @@ def _deployed_variants(checkpoint: str | Path, contract):
     import torch
     from torch import nn
 
-    from training.checkpoint import load_decoder
-    from training.export import DeployedDecoder
+    from rtdecode.training.checkpoint import load_decoder
+    from rtdecode.training.export import DeployedDecoder
 
     model, _ = load_decoder(checkpoint)
     model = model.eval()
@@ -185,8 +185,8 @@ def run_study(models_dir: str | Path, session: str | Path, out_dir: str | Path, 
               progress=print) -> dict:
     """Measure every step of the study; writes cpu_study.json and cpu_study.md into out_dir."""
     from rtdecode.contract import read_contract
-    from training.data import load_decoding_data
-    from training.metrics import pixel_correlation, ssim
+    from rtdecode.training.data import load_decoding_data
+    from rtdecode.training.metrics import pixel_correlation, ssim
 
     from .inference import count_flops, export_module
     from .machine import machine_facts
@@ -325,7 +325,7 @@ def export_trained(checkpoint: str | Path, out: Path, name: str) -> tuple[Path, 
     """training.export's exporter; if its parity check fails, the TorchScript exporter on the same
     DeployedDecoder, parity-checked here (<= 1e-4 vs torch)."""
     from rtdecode.errors import ModelError
-    from training.export import export_checkpoint
+    from rtdecode.training.export import export_checkpoint
 
     try:
         rep = export_checkpoint(checkpoint, out, name=name, progress=False)
@@ -335,8 +335,8 @@ def export_trained(checkpoint: str | Path, out: Path, name: str) -> tuple[Path, 
     import onnxruntime as ort
     import torch
 
-    from training.checkpoint import contract_from_checkpoint, load_checkpoint, load_decoder
-    from training.export import DeployedDecoder, weights_sha
+    from rtdecode.training.checkpoint import contract_from_checkpoint, load_checkpoint, load_decoder
+    from rtdecode.training.export import DeployedDecoder, weights_sha
 
     from .inference import export_module
 
@@ -355,7 +355,7 @@ def export_trained(checkpoint: str | Path, out: Path, name: str) -> tuple[Path, 
 
 
 def _main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.cpu_study", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m rtdecode.benchmarks.cpu_study", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train")

@@ -249,7 +249,7 @@ def build_preset_module(preset: str, image_size: int, contract, seed: int = 0):
     """A HomeomorphicDecoder of a training preset with random weights (eval mode)."""
     import torch
 
-    from training.model import HomeomorphicDecoder
+    from rtdecode.training.model import HomeomorphicDecoder
 
     torch.manual_seed(seed)
     m, e = contract.input_shape

@@ -9,7 +9,7 @@ compares in the same run at 256 x 256 with
   - dynaphos' GaussianSimulator (backend "dynaphos"), where dynaphos and its dependencies exist.
 Writes JSON and a markdown table to --out.
 
-  python -m benchmarks.phosphene_rate [--frames 300] [--out benchmarks/results/phosphene]
+  python -m rtdecode.benchmarks.phosphene_rate [--frames 300] [--out benchmarks/results/phosphene]
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _time_calls(fn, n: int, warmup: int) -> np.ndarray:
 
 
 def _row(name: str, size: int, ms: np.ndarray, **extra) -> dict:
-    from benchmarks.report import summarize_ms
+    from .report import summarize_ms
 
     s = summarize_ms(ms)
     return {"method": name, "size": f"{size}x{size}", "fps_median": 1e3 / s["p50"], "ms": s, **extra}
@@ -104,7 +104,7 @@ def run(frames: int = 300, sizes=(128, 256, 512), n_phosphenes: int = 1024, inpu
 
 
 def markdown(results: dict, machine: dict) -> str:
-    from benchmarks.report import markdown_table
+    from .report import markdown_table
 
     head = (f"# Phosphene rendering rate\n\n{results['n_phosphenes']} phosphenes, input {results['input']}; "
             f"machine: {machine['cpu_model']}, {machine['cores']} cores, numpy {machine['packages'].get('numpy')}; "
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="benchmarks/results/phosphene", help="output folder (JSON + markdown)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    from benchmarks.machine import machine_facts
+    from .machine import machine_facts
 
     machine = machine_facts()
     load_before = machine.get("load_average_1_5_15")

@@ -15,9 +15,9 @@ sample's LSL timestamp -> frame received in the other process) percentiles, infe
 minus inference per frame, the time outside inference per stage, frame-interval jitter, CPU
 use per process and the load average (the box is shared).
 
-    python -m benchmarks.soak                       # 10 minutes, stride 16 ms
-    python -m benchmarks.soak --quick               # 20 s
-    python -m benchmarks.soak --stride-ms 1 --duration 120 --tag stride1
+    python -m rtdecode.benchmarks.soak                       # 10 minutes, stride 16 ms
+    python -m rtdecode.benchmarks.soak --quick               # 20 s
+    python -m rtdecode.benchmarks.soak --stride-ms 1 --duration 120 --tag stride1
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.end_to_end import free_tcp_address, proc_cpu_seconds
+from .end_to_end import free_tcp_address, proc_cpu_seconds
 
 log = logging.getLogger("soak")
 
@@ -78,7 +78,7 @@ def prerendered(seed: int, n_images: int, seconds: float):
     Rendering while playing would put the simulator's work (a burst of a few ms per 400-ms
     trial) on this box's two cores next to the service; an amplifier does not run there.
     """
-    from rtdecode.recording import Block, Recording
+    from rtdecode.sessions.recording import Block, Recording
     from rtdecode.sim import VirtualMacaque
 
     rec = VirtualMacaque(seed=seed).recording(n_images=n_images, endless=True, image_seed=seed)
@@ -262,7 +262,7 @@ def _read_json(path: Path) -> dict:
 
 def _machine() -> dict[str, Any]:
     try:
-        from benchmarks.machine import machine_facts
+        from .machine import machine_facts
 
         return machine_facts()
     except Exception:  # the facts are nice to have, never a reason to lose a soak's results

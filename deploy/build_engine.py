@@ -4,7 +4,7 @@ Steps (TensorRT 10/11 Python API): Builder -> network (explicit batch; TRT 10 ta
 networks are always strongly typed) -> OnnxParser.parse_from_file (errors reported with node
 names) -> BuilderConfig (workspace pool limit, FP16/INT8 flags on TRT 10, timing cache load/save,
 a progress monitor) -> one optimisation profile for the dynamic batch (min 1, opt 1, max N) ->
-build_serialized_network -> M.engine + M.engine.json sidecar (deploy/sidecar.py).
+build_serialized_network -> M.engine + M.engine.json sidecar (rtdecode/engines/sidecar.py).
 
 INT8 (TRT 10 only; TRT 11 removed implicit quantization) is calibrated with an entropy
 calibrator fed real decoder inputs: windows of a recorded session assembled and normalised with
@@ -88,7 +88,7 @@ def calibration_maps(session_path: str | Path, contract, n_max: int = 512) -> np
     spaced reference samples over the whole session (so calibration also sees blank periods),
     then thinned evenly to at most n_max.
     """
-    from rtdecode.session import open_session
+    from rtdecode.sessions.session_file import open_session
 
     with open_session(session_path, need_images=False) as s:
         if s.n_channels != contract.layout.n_channels:
@@ -213,6 +213,7 @@ def make_entropy_calibrator(trt, cudart, maps: np.ndarray, cache_path: Path):
 def build_engine(opts: BuildOptions) -> tuple[Path, Path]:
     """Build and write the engine and its sidecar; returns (engine path, sidecar path)."""
     from rtdecode.contract import INPUT_NAME, read_contract
+    from rtdecode.engines.sidecar import EngineSidecar, sha256_file, write_sidecar
     from rtdecode.engines.tensorrt import (
         cuda_call,
         device_facts,
@@ -220,8 +221,6 @@ def build_engine(opts: BuildOptions) -> tuple[Path, Path]:
         load_tensorrt,
         tensorrt_major,
     )
-
-    from .sidecar import EngineSidecar, sha256_file, write_sidecar
 
     opts.check()
     trt = load_tensorrt()  # fail fast: what is missing and how to install it

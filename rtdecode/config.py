@@ -50,7 +50,7 @@ class ServeConfig:
     reconnect_backoff_s: float = 0.1  # first wait between re-resolve attempts (doubles)
     reconnect_backoff_max_s: float = 2.0  # longest wait between attempts
     lsl_scope: str = "machine"  # LSL discovery: this machine only, or the network
-    record: str | None = None  # directory for rtdecode.recorder.FrameRecorder (None: off)
+    record: str | None = None  # directory for rtdecode.sinks.recorder.FrameRecorder (None: off)
     status_interval_s: float = 5.0  # one status line every this many seconds (0: off)
     prometheus_port: int | None = None  # serve Prometheus metrics at http://127.0.0.1:PORT/metrics (None: off)
     duration_s: float | None = None  # stop after this long (None: until stopped)

@@ -295,3 +295,10 @@ def _num(x: float) -> float | None:
 
 def _float(x: Any) -> float:
     return float("nan") if x is None else float(x)
+
+
+def check_channels(layout: ElectrodeLayout, n_channels: int, where: str) -> None:
+    """LayoutError naming `where` when a recording's channel count differs from the layout's."""
+    if layout.n_channels != n_channels:
+        raise LayoutError(f"{where} has {n_channels} channels but the layout {layout.name!r} has "
+                          f"{layout.n_channels}; pass a layout that matches the recording")

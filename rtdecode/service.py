@@ -110,7 +110,7 @@ class DecoderService:
         from .contract import read_contract
         from .engines import create_engine
         from .lslconfig import configure_lsl
-        from .publisher import FrameEncoder, FramePublisher, HeaderEncoder
+        from .sinks.publisher import FrameEncoder, FramePublisher, HeaderEncoder
         from .sources.lsl_inlet import LslSource
 
         cfg = self.config
@@ -144,10 +144,8 @@ class DecoderService:
         self.publisher = FramePublisher(cfg.address, sndhwm=cfg.sndhwm)
         self.endpoint = self.publisher.endpoint
         if cfg.record:
-            try:
-                from .recorder import FrameRecorder
-            except ImportError as err:
-                raise ConfigError(f"record={cfg.record!r} needs rtdecode.recorder, which is not installed") from err
+            from .sinks.recorder import FrameRecorder
+
             self.sinks.append(FrameRecorder(cfg.record))
         self.source = LslSource(
             cfg.stream, n_channels=c.layout.n_channels, sampling_rate_hz=fs, capacity=capacity,

@@ -50,7 +50,7 @@ def _tiny_onnx(path: Path) -> Path:
 
 
 def test_count_flops_counts_only_input_dependent_matmuls_and_convs(tmp_path):
-    from benchmarks.inference import count_flops
+    from rtdecode.benchmarks.inference import count_flops
 
     f = count_flops(_tiny_onnx(tmp_path / "tiny.onnx"))
     gemm = 2 * 1 * 48 * 10
@@ -62,7 +62,7 @@ def test_count_flops_counts_only_input_dependent_matmuls_and_convs(tmp_path):
 
 
 def test_summaries_and_markdown_table():
-    from benchmarks.report import markdown_table, summarize_ms
+    from rtdecode.benchmarks.report import markdown_table, summarize_ms
 
     s = summarize_ms(np.arange(1, 101, dtype=float))
     assert s["n"] == 100 and s["min"] == 1 and s["max"] == 100
@@ -85,7 +85,7 @@ def _metrics(url: str) -> dict[str, float]:
 
 def test_prometheus_endpoint_serves_the_services_telemetry_over_http():
     from rtdecode.errors import ConfigError
-    from rtdecode.prometheus import PrometheusExporter
+    from rtdecode.sinks.prometheus import PrometheusExporter
     from rtdecode.telemetry import Telemetry
 
     tel = Telemetry()

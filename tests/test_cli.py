@@ -21,7 +21,7 @@ def test_runtime_imports_no_torch():
     code = (
         "import sys, importlib\n"
         "mods = ['rtdecode.cli', 'rtdecode.service', 'rtdecode.playback', 'rtdecode.sim',"
-        " 'rtdecode.engines.ort', 'rtdecode.display.viewer', 'rtdecode.recorder', 'rtdecode.contract']\n"
+        " 'rtdecode.engines.ort', 'rtdecode.display.viewer', 'rtdecode.sinks.recorder', 'rtdecode.contract']\n"
         "for m in mods:\n"
         "    importlib.import_module(m)\n"
         "import rtdecode.cli as c; c.build_parser()\n"

@@ -12,8 +12,8 @@ import urllib.request
 import numpy as np
 import pytest
 
-from rtdecode.dashboard import Dashboard
 from rtdecode.protocol import TOPIC, FrameHeader
+from rtdecode.sinks.dashboard import Dashboard
 
 
 def _get(url: str) -> tuple[int, str, bytes]:

@@ -7,9 +7,9 @@ import pytest
 
 from rtdecode.errors import ConfigError, LayoutError, SessionError
 from rtdecode.layout import ElectrodeLayout
-from rtdecode.session import SessionWriter
+from rtdecode.sessions.session_file import SessionWriter
+from rtdecode.training.data import load_decoding_data, split_images
 from rtdecode.windows import WindowAssembler, make_plan
-from training.data import load_decoding_data, split_images
 
 
 def small_layout(n_per: int = 8, rf: np.ndarray | None = None) -> ElectrodeLayout:
@@ -76,7 +76,7 @@ def test_maps_match_window_assembler_and_split_is_by_image(tmp_path, rng):
     expect_test = d.normaliser(raw[trials].mean(axis=0, keepdims=True).copy())
     np.testing.assert_allclose(d.test_x[0:1], expect_test, atol=1e-4)
     # targets are the resized stimuli
-    from training.data import image_to_array
+    from rtdecode.sessions.images import image_to_array
     np.testing.assert_allclose(d.test_y[0], image_to_array(s["images"][k], 12), atol=1e-6)
     # ground truth and known RFs per decoder electrode
     np.testing.assert_allclose(d.rf_true, s["gt"][lay.used_channels])

@@ -6,12 +6,13 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import pytest
-from lsl_helpers import Pusher, ServiceThread, make_layout, make_model, unique, wait_until
 
 from rtdecode.config import ServeConfig
 from rtdecode.protocol import FrameSubscriber
-from rtdecode.recording import onset_marker
-from rtdecode.session import SessionWriter, open_session
+from rtdecode.rig import Pusher, ServiceThread, unique, wait_until
+from rtdecode.sessions.recording import onset_marker
+from rtdecode.sessions.session_file import SessionWriter, open_session
+from rtdecode.testing import make_layout, make_model
 
 pytestmark = [pytest.mark.lsl, pytest.mark.timeout(120)]
 

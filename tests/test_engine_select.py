@@ -7,13 +7,13 @@ import logging
 
 import numpy as np
 import pytest
-from contracts import tiny_contract
 
-from deploy.sidecar import write_sidecar
 from rtdecode.engines import Engine, create_engine
 from rtdecode.engines.select import ORDER, EngineChoice, choose_engine
+from rtdecode.engines.sidecar import write_sidecar
 from rtdecode.errors import EngineError
 from rtdecode.onnx_io import build_linear_decoder, save_model
+from rtdecode.testing import tiny_contract
 
 
 class Labelled(Engine):
@@ -135,7 +135,7 @@ def test_on_this_machine_auto_picks_what_runs_and_says_why(model, caplog, rng):
 
 def test_auto_tensorrt_probe_explains_a_present_engine_that_cannot_load(model, tmp_path):
     c, path = model
-    from test_sidecar import make_sidecar
+    from rtdecode.testing import make_sidecar
 
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"serialized")

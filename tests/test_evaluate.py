@@ -18,17 +18,17 @@ from rtdecode.contract import read_contract
 from rtdecode.errors import ConfigError, ModelError
 from rtdecode.layout import ElectrodeLayout
 from rtdecode.onnx_io import save_model
-from rtdecode.session import SessionWriter
-from training.data import load_decoding_data
-from training.evaluate import evaluate, format_table, renormalise, write_report
-from training.metrics import (
+from rtdecode.sessions.session_file import SessionWriter
+from rtdecode.training.data import load_decoding_data
+from rtdecode.training.evaluate import evaluate, format_table, renormalise, write_report
+from rtdecode.training.metrics import (
     identification_accuracy,
     pixel_correlation,
     rf_recovery,
     ssim,
     summarise,
 )
-from training.ridge import RidgeDecoder
+from rtdecode.training.ridge import RidgeDecoder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -254,9 +254,9 @@ def test_summarise_keys(rng):
 def test_evaluate_checkpoint_with_learned_rfs(tmp_path, rng):
     """A real training checkpoint (training.checkpoint) is run with torch; its rf_centres() are scored."""
     pytest.importorskip("torch")
-    checkpoint = pytest.importorskip("training.checkpoint")
-    from training.config import preset
-    from training.model import HomeomorphicDecoder
+    from rtdecode.training import checkpoint
+    from rtdecode.training.config import preset
+    from rtdecode.training.model import HomeomorphicDecoder
 
     s = write_tiny_session(tmp_path / "s.h5", rng)
     d = load_decoding_data(tmp_path / "s.h5", image_size=16, seed=2, progress=False)

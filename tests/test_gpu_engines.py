@@ -15,15 +15,15 @@ import sys
 
 import numpy as np
 import pytest
-from contracts import tiny_contract
 
-from deploy.build_engine import calibration_maps
-from deploy.sidecar import write_sidecar
 from rtdecode.contract import read_contract
+from rtdecode.deploy.build_engine import calibration_maps
 from rtdecode.engines import create_engine
+from rtdecode.engines.sidecar import write_sidecar
 from rtdecode.errors import EngineError
 from rtdecode.onnx_io import build_linear_decoder, save_model
-from rtdecode.session import SessionWriter
+from rtdecode.sessions.session_file import SessionWriter
+from rtdecode.testing import tiny_contract
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -93,7 +93,7 @@ def test_tensorrt_engine_without_tensorrt(linear_model, tmp_path):
     c, path = linear_model
     engine = tmp_path / "lin.engine"
     engine.write_bytes(b"serialized engine")
-    from test_sidecar import make_sidecar
+    from rtdecode.testing import make_sidecar
 
     write_sidecar(engine, make_sidecar())
     with pytest.raises(EngineError, match="TensorRT is not installed") as ei:
@@ -138,12 +138,10 @@ def test_torch_engine_needs_model_args(linear_model):
 def exported(tmp_path_factory):
     """A small trained-shape decoder (random weights, non-trivial BatchNorm stats) exported by training/export.py."""
     torch = pytest.importorskip("torch")
-    if importlib.util.find_spec("training.export") is None:
-        pytest.skip("training/export.py does not exist yet")
-    from training.checkpoint import save_checkpoint
-    from training.config import preset
-    from training.export import export_checkpoint
-    from training.model import HomeomorphicDecoder
+    from rtdecode.training.checkpoint import save_checkpoint
+    from rtdecode.training.config import preset
+    from rtdecode.training.export import export_checkpoint
+    from rtdecode.training.model import HomeomorphicDecoder
 
     tmp = tmp_path_factory.mktemp("exported")
     rng = np.random.default_rng(7)
@@ -219,7 +217,7 @@ def test_ort_tensorrt_matches_cpu(linear_model, session_inputs, rng, tmp_path, f
 @pytest.mark.parametrize("fp16, cuda_graph, tol", [(False, False, 1e-3), (False, True, 1e-3), (True, True, 1e-2)],
                          ids=["fp32", "fp32-graph", "fp16-graph"])
 def test_native_tensorrt_matches_cpu(linear_model, session_inputs, rng, tmp_path, fp16, cuda_graph, tol):
-    from deploy.build_engine import BuildOptions, build_engine
+    from rtdecode.deploy.build_engine import BuildOptions, build_engine
 
     c, path = linear_model
     engine_path, _ = build_engine(BuildOptions(path, out=tmp_path / "lin.engine", fp16=fp16, max_batch=2))

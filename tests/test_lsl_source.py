@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from lsl_helpers import Pusher, unique, wait_until
 
 from rtdecode.errors import StreamMismatchError, StreamNotFoundError
+from rtdecode.rig import Pusher, unique, wait_until
 from rtdecode.ringbuffer import FLAG_DISORDER, FLAG_GAP, FLAG_NAN
 from rtdecode.sources.lsl_inlet import LslSource
 

@@ -11,16 +11,16 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from rtdecode.errors import ConfigError  # noqa: E402
-from training.config import TrainConfig, load_config, preset  # noqa: E402
-from training.losses import DecoderLoss, ImagePool  # noqa: E402
-from training.model import (  # noqa: E402
+from rtdecode.training.config import TrainConfig, load_config, preset  # noqa: E402
+from rtdecode.training.losses import DecoderLoss, ImagePool  # noqa: E402
+from rtdecode.training.model import (  # noqa: E402
     GaussianRFLayer,
     HomeomorphicDecoder,
     PatchDiscriminator,
     UNetGenerator,
     count_parameters,
 )
-from training.vgg import expected_shapes, load_vgg  # noqa: E402
+from rtdecode.training.vgg import expected_shapes, load_vgg  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

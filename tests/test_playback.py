@@ -11,9 +11,10 @@ import pytest
 
 from rtdecode.errors import ConfigError, SessionError
 from rtdecode.layout import ElectrodeLayout
-from rtdecode.playback import open_recording, play, session_recording
-from rtdecode.recording import Block, Recording, parse_marker
-from rtdecode.session import SessionWriter
+from rtdecode.playback import play
+from rtdecode.sessions import open_recording, session_recording
+from rtdecode.sessions.recording import Block, Recording, parse_marker
+from rtdecode.sessions.session_file import SessionWriter
 
 pytestmark = pytest.mark.lsl
 

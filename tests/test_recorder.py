@@ -22,7 +22,7 @@ import pytest
 from rtdecode.cli import main as cli_main
 from rtdecode.errors import ConfigError
 from rtdecode.protocol import FrameHeader
-from rtdecode.recorder import FrameRecorder, open_recording_dir
+from rtdecode.sinks.recorder import FrameRecorder, open_recording_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (24, 32, 3)
@@ -50,7 +50,7 @@ class TestPublisher:
         self.period = period_s
         self.sent = 0
         try:
-            from rtdecode.publisher import FramePublisher
+            from rtdecode.sinks.publisher import FramePublisher
 
             self._pub = FramePublisher("tcp://127.0.0.1:*", sndhwm=1000)
             self.address = self._pub.endpoint

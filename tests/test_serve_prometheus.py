@@ -10,9 +10,10 @@ import sys
 import urllib.request
 
 import pytest
-from lsl_helpers import Pusher, make_model, wait_until
 
 from rtdecode.protocol import FrameSubscriber
+from rtdecode.rig import Pusher, wait_until
+from rtdecode.testing import make_model
 
 pytestmark = pytest.mark.lsl
 

@@ -8,13 +8,14 @@ import math
 
 import numpy as np
 import pytest
-from lsl_helpers import Pusher, ServiceThread, make_model, unique, wait_until
 
 from rtdecode.config import ServeConfig
 from rtdecode.errors import ConfigError, EngineError, StreamMismatchError, StreamNotFoundError
 from rtdecode.protocol import FrameSubscriber, encode_frame
-from rtdecode.publisher import FrameEncoder
+from rtdecode.rig import Pusher, ServiceThread, unique, wait_until
+from rtdecode.sinks.publisher import FrameEncoder
 from rtdecode.telemetry import LatencyHistogram, Telemetry, summary_text
+from rtdecode.testing import make_model
 
 FS = 1000.0
 

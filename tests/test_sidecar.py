@@ -8,12 +8,10 @@ import sys
 
 import numpy as np
 import pytest
-from contracts import tiny_contract as shared_tiny_contract
 
-from deploy.build_engine import BuildOptions, calibration_maps, parser_error_text
-from deploy.sidecar import (
+from rtdecode.deploy.build_engine import BuildOptions, calibration_maps, parser_error_text
+from rtdecode.engines.sidecar import (
     DeviceFacts,
-    EngineSidecar,
     compatibility_problems,
     describe_engine_file,
     engine_path_for,
@@ -26,10 +24,11 @@ from deploy.sidecar import (
 from rtdecode.errors import ConfigError, EngineError, ModelError
 from rtdecode.layout import ElectrodeLayout
 from rtdecode.onnx_io import build_linear_decoder, save_model
-from rtdecode.session import SessionWriter
+from rtdecode.sessions.session_file import SessionWriter
+from rtdecode.testing import SIDECAR_DEVICE as HERE
+from rtdecode.testing import make_sidecar
+from rtdecode.testing import tiny_contract as shared_tiny_contract
 from rtdecode.windows import Normaliser
-
-HERE = DeviceFacts("NVIDIA RTX A4000", "8.6", "10.3.0")
 
 
 def tiny_contract(rng):
@@ -42,15 +41,6 @@ def tiny_model(tmp_path, rng):
     w = rng.normal(scale=0.05, size=(m * e, 3 * 8 * 8)).astype(np.float32)
     path = save_model(build_linear_decoder(c, w, np.full(3 * 64, 0.5, np.float32)), tmp_path / "m.onnx")
     return c, path
-
-
-def make_sidecar(onnx_sha: str = "a" * 64, **over) -> EngineSidecar:
-    d = dict(onnx_sha256=onnx_sha, model_id="tiny-sc", tensorrt_version=HERE.tensorrt_version,
-             gpu_name=HERE.gpu_name, compute_capability=HERE.compute_capability, precision="fp16",
-             max_batch=4, input_shape=[15, 16], frame_shape=[3, 8, 8], onnx_file="m.onnx",
-             build_flags={"fp16": True, "workspace_mb": 1024})
-    d.update(over)
-    return EngineSidecar(**d)
 
 
 def test_sidecar_roundtrip_and_paths(tmp_path):

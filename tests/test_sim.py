@@ -11,8 +11,8 @@ from PIL import Image
 from rtdecode.cli import main
 from rtdecode.errors import ConfigError, SessionError
 from rtdecode.layout import ElectrodeLayout, tvsd_monkey_n
-from rtdecode.recording import parse_marker
-from rtdecode.session import open_session
+from rtdecode.sessions.recording import parse_marker
+from rtdecode.sessions.session_file import open_session
 from rtdecode.sim import VirtualMacaque, dead_leaves, load_image_folder
 
 AREAS = ("V1", "V4", "IT")

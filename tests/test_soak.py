@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from benchmarks.soak import DEMO_MODEL, main, run_soak
+from rtdecode.benchmarks.soak import DEMO_MODEL, main, run_soak
 
 pytestmark = [pytest.mark.lsl, pytest.mark.slow]
 

@@ -16,12 +16,12 @@ torch = pytest.importorskip("torch")
 from rtdecode.contract import read_contract  # noqa: E402
 from rtdecode.errors import ModelError  # noqa: E402
 from rtdecode.layout import ElectrodeLayout  # noqa: E402
+from rtdecode.training.checkpoint import load_checkpoint, load_decoder  # noqa: E402
+from rtdecode.training.config import TrainConfig  # noqa: E402
+from rtdecode.training.data import DecodingData  # noqa: E402
+from rtdecode.training.export import check_parity, export_checkpoint, read_rf_metadata  # noqa: E402
+from rtdecode.training.train import resume_config, train  # noqa: E402
 from rtdecode.windows import Normaliser, map_mask, spatial_plan, spatiotemporal_plan  # noqa: E402
-from training.checkpoint import load_checkpoint, load_decoder  # noqa: E402
-from training.config import TrainConfig  # noqa: E402
-from training.data import DecodingData  # noqa: E402
-from training.export import check_parity, export_checkpoint, read_rf_metadata  # noqa: E402
-from training.train import resume_config, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 16
@@ -108,7 +108,7 @@ def test_loaded_model_equals_trained_model_outputs(tmp_path):
     result = train(data, tiny_config(max_steps=2, w_adv=0.0), tmp_path, progress=False)
     model, _ = load_decoder(result.last)
     ckpt = load_checkpoint(result.last)
-    from training.model import HomeomorphicDecoder
+    from rtdecode.training.model import HomeomorphicDecoder
 
     fresh = HomeomorphicDecoder.from_args(json.loads(ckpt["model_args"]), mask=data.mask)
     fresh.load_state_dict(ckpt["model"])
@@ -197,7 +197,7 @@ def test_export_parity_dynamic_batch_and_contract(exported):
     # the deployed RF buffers are ONNX initializers by name (the torch engine rebuilds from them)
     import onnx
 
-    from training.export import DeployedDecoder
+    from rtdecode.training.export import DeployedDecoder
 
     inits = {i.name for i in onnx.load(str(out)).graph.initializer}
     rf_keys = [k for k in DeployedDecoder(model).state_dict() if not k.startswith("generator.")]
@@ -205,7 +205,7 @@ def test_export_parity_dynamic_batch_and_contract(exported):
 
 
 def test_spatial_windows_deployed_form_equals_model(tmp_path):
-    from training.export import DeployedDecoder
+    from rtdecode.training.export import DeployedDecoder
 
     data = tiny_data(seed=4, windows="spatial")
     result = train(data, tiny_config(max_steps=2, w_adv=0.0, windows="spatial"), tmp_path, progress=False)

@@ -1,4 +1,4 @@
-"""training.tvsd on tiny files that follow the TVSD layout exactly (MATLAB v7.3 = HDF5, transposed)."""
+"""rtdecode.sessions.tvsd (and rtdecode.training.data) on tiny files that follow the TVSD layout exactly (MATLAB v7.3 = HDF5, transposed)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from PIL import Image
 
 from rtdecode.errors import SessionError
 from rtdecode.layout import tvsd_monkey_n
-from rtdecode.recording import parse_marker
-from training.data import image_to_array, load_decoding_data
-from training.tvsd import TVSDFolder, read_cellstr, tvsd_recording
+from rtdecode.sessions.images import image_to_array
+from rtdecode.sessions.recording import parse_marker
+from rtdecode.sessions.tvsd import TVSDFolder, read_cellstr, tvsd_recording
+from rtdecode.training.data import load_decoding_data
 
 N_TRAIN, N_TEST, TEST_REPS = 10, 3, 2
 

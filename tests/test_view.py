@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rtdecode.display.viewer import AnimationWriter, PanelComposer, StimulusTracker, upscale, view
+from rtdecode.display.viewer import AnimationWriter, PanelComposer, upscale, view
 from rtdecode.errors import ConfigError
 from rtdecode.protocol import TOPIC, FrameHeader, FrameSubscriber
-from rtdecode.recording import offset_marker, onset_marker
+from rtdecode.sessions.recording import offset_marker, onset_marker
+from rtdecode.sources.markers import StimulusTracker
 
 
 class Publisher:
@@ -173,8 +174,8 @@ def test_bad_format_is_refused(tmp_path):
 def test_marker_feed_reads_a_live_marker_stream():
     import uuid
 
-    from rtdecode.display.viewer import LslMarkerFeed
     from rtdecode.lslconfig import lsl
+    from rtdecode.sources.markers import LslMarkerFeed
 
     pylsl = lsl()
     name = f"markers-{uuid.uuid4().hex[:8]}"
@@ -201,7 +202,7 @@ def test_marker_feed_reads_a_live_marker_stream():
 
 
 def test_marker_feed_names_a_missing_stream():
-    from rtdecode.display.viewer import LslMarkerFeed
+    from rtdecode.sources.markers import LslMarkerFeed
 
     with pytest.raises(ConfigError, match="not found"):
         LslMarkerFeed("no-such-markers-stream-x", StimulusTracker(), timeout=0.3)

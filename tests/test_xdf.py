@@ -12,8 +12,8 @@ import pytest
 
 from rtdecode.errors import LayoutError, SessionError
 from rtdecode.layout import ElectrodeLayout
-from rtdecode.playback import open_recording, xdf_recording
-from rtdecode.recording import onset_marker, parse_marker
+from rtdecode.sessions import open_recording, xdf_recording
+from rtdecode.sessions.recording import onset_marker, parse_marker
 
 FS = 1000.0
 

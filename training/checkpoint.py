@@ -119,7 +119,7 @@ def contract_from_checkpoint(ckpt: dict[str, Any], model_id: str):
     args = json.loads(ckpt["model_args"])
     training = {
         "config": json.loads(ckpt["config"]),
-        "model_class": "training.model.HomeomorphicDecoder",
+        "model_class": "rtdecode.training.model.HomeomorphicDecoder",
         "model_args": args,
         "step": int(ckpt.get("step", 0)),
         "epoch": int(ckpt.get("epoch", 0)),

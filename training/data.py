@@ -20,15 +20,19 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rtdecode.errors import ConfigError, LayoutError, SessionError
-from rtdecode.layout import ElectrodeLayout
+from rtdecode.errors import ConfigError, SessionError
+from rtdecode.layout import ElectrodeLayout, check_channels
+from rtdecode.progress import progress_bar
+from rtdecode.sessions.images import resize_images
+from rtdecode.sessions.tvsd import SAMPLING_RATE_HZ as TVSD_RATE_HZ
+from rtdecode.sessions.tvsd import TVSDFolder
 from rtdecode.windows import Normaliser, WindowAssembler, WindowPlan, make_plan, map_mask
 
 log = logging.getLogger(__name__)
@@ -121,7 +125,6 @@ def load_decoding_data(source: str | Path, *, windows: str | WindowPlan = "spati
         raise ConfigError(f"image_size must be >= 8 pixels, got {image_size}")
     fractions = _check_split(split)
     if src.is_dir():
-        from .tvsd import load_tvsd_trials
 
         trials = load_tvsd_trials(src, windows=windows, things_dir=things_dir, monkey=monkey, layout=layout,
                                   cache_dir=cache_dir, progress=progress)
@@ -134,7 +137,7 @@ def load_session_trials(path: str | Path, *, windows: str | WindowPlan = "spatio
                         layout: ElectrodeLayout | None = None, cache_dir: str | Path | None = None,
                         progress: bool = True) -> TrialMaps:
     """Onset-locked maps of every trial of an rtdecode session file."""
-    from rtdecode.session import open_session
+    from rtdecode.sessions.session_file import open_session
 
     path = Path(path)
     session = open_session(path, need_images=True)
@@ -218,13 +221,7 @@ def build_decoding_data(trials: TrialMaps, *, image_size: int = 64,
                         rf_true, rf_known, trials.source, info)
 
 
-# ---- pieces (also used by training/tvsd.py) -----------------------------------------------
-def check_channels(layout: ElectrodeLayout, n_channels: int, where: str) -> None:
-    if layout.n_channels != n_channels:
-        raise LayoutError(f"{where} has {n_channels} channels but the layout {layout.name!r} has "
-                          f"{layout.n_channels}; pass a layout that matches the recording")
-
-
+# ---- pieces ----------------------------------------------------------------------------------
 def assemble_onset_maps(mua: Any, onsets: np.ndarray, plan: WindowPlan, layout: ElectrodeLayout, *,
                         chunk_samples: int = 200_000, progress: bool = True, desc: str = "windows") -> np.ndarray:
     """Maps [N, M, E] for reference samples `onsets` of mua [T, C] (array or h5py dataset).
@@ -311,54 +308,6 @@ def average_by_image(maps: np.ndarray, image_ids: np.ndarray, ids: np.ndarray) -
     return (out / counts[:, None, None]).astype(np.float32)
 
 
-def image_to_array(img: Any, size: int) -> np.ndarray:
-    """A PIL image or uint8 [H, W, 3] -> float32 [3, size, size] in [0, 1].
-
-    Non-square images are centre-cropped to a square first; resizing is Pillow bilinear, which
-    filters over the whole source footprint when downscaling (area-like, no aliasing).
-    """
-    from PIL import Image
-
-    if not isinstance(img, Image.Image):
-        img = Image.fromarray(np.asarray(img, dtype=np.uint8))
-    img = img.convert("RGB")
-    w, h = img.size
-    if w != h:
-        s = min(w, h)
-        left, top = (w - s) // 2, (h - s) // 2
-        img = img.crop((left, top, left + s, top + s))
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.Resampling.BILINEAR)
-    return (np.asarray(img, dtype=np.float32) / 255.0).transpose(2, 0, 1).copy()
-
-
-def resize_images(images: np.ndarray | Iterable[Any], size: int) -> np.ndarray:
-    """uint8 [K, H, W, 3] (or PIL images) -> float32 [K, 3, size, size] in [0, 1]."""
-    arrs = [image_to_array(im, size) for im in images]
-    if not arrs:
-        return np.zeros((0, 3, size, size), dtype=np.float32)
-    return np.stack(arrs).astype(np.float32)
-
-
-class _NullBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def progress_bar(total: int, desc: str, enabled: bool = True) -> Any:
-    """A tqdm bar when tqdm is installed and progress is wanted, else a silent stand-in."""
-    if not enabled:
-        return _NullBar()
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return _NullBar()
-    return tqdm(total=total, desc=desc, unit="trial", leave=False, mininterval=0.5)
-
-
 # ---- cache ---------------------------------------------------------------------------------
 def _cache_key(path: Path, plan: WindowPlan, layout: ElectrodeLayout, extra: str = "") -> str:
     files = sorted(path.rglob("*.mat")) if path.is_dir() else [path]
@@ -402,3 +351,26 @@ def _check_split(split: Any) -> tuple[float, float, float]:
     if min(a, b, c) < 0 or a <= 0 or abs(a + b + c - 1.0) > 1e-6:
         raise ConfigError(f"split fractions must be >= 0 with train > 0 and sum to 1, got {(a, b, c)}")
     return a, b, c
+
+
+# ---- TVSD trials (the folder reader is rtdecode.sessions.tvsd) -------------------------------
+def load_tvsd_trials(folder: str | Path, *, windows: str | WindowPlan = "spatiotemporal",
+                     things_dir: str | Path | None = None, monkey: str = "N",
+                     layout: ElectrodeLayout | None = None, cache_dir: str | Path | None = None,
+                     only_correct: bool = True, progress: bool = True) -> TrialMaps:
+    """Onset-locked maps of every usable TVSD trial, with the dataset's own test images as test split."""
+    tv = TVSDFolder(folder, monkey=monkey, layout=layout, only_correct=only_correct)
+    plan = windows if isinstance(windows, WindowPlan) else make_plan(windows, tv.layout, TVSD_RATE_HZ)
+    tv.image_paths()  # fail early when the stimulus list is missing
+    key = _cache_key(tv.folder, plan, tv.layout, extra=f"tvsd:{monkey}:{only_correct}")
+    maps = _cached(cache_dir, key)
+    if maps is None or maps.shape[0] != tv.trials.size:
+        maps = tv.assemble_maps(plan, progress=progress)
+        _store(cache_dir, key, maps)
+    check_finite_maps(maps, tv.trials, tv.layout, str(tv.mua_path))
+
+    def load_images(ids: np.ndarray, size: int) -> np.ndarray:
+        return tv.load_images(ids, size, things_dir, progress=progress)
+
+    return TrialMaps(tv.layout, plan, maps, tv.image_ids[tv.trials], tv.trials, load_images, None,
+                     tv.test_image_ids(), str(tv.folder))

@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchmarks import run_suite
+    from rtdecode.benchmarks import run_suite
 
     from ..errors import ConfigError
     from ..lslconfig import configure_lsl

@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deploy.build_engine import BuildOptions, build_engine
+    from rtdecode.deploy.build_engine import BuildOptions, build_engine
 
     opts = BuildOptions(onnx_path=args.model, out=args.out, fp16=args.fp16, int8=args.int8,
                         calibration=args.calibration, calibration_samples=args.calibration_samples,

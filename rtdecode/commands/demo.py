@@ -91,11 +91,11 @@ def run_demo(out: str | Path, *, model: str | Path | None = None, n_images: int 
 
     from ..config import ServeConfig
     from ..contract import read_contract
-    from ..display.viewer import LslMarkerFeed, StimulusTracker
     from ..errors import ConfigError
     from ..protocol import FrameSubscriber
     from ..service import DecoderService
     from ..sim.macaque import VirtualMacaque
+    from ..sources.markers import LslMarkerFeed, StimulusTracker
 
     if n_images < 1:
         raise ConfigError(f"--n-images must be >= 1, got {n_images}")
@@ -120,7 +120,7 @@ def run_demo(out: str | Path, *, model: str | Path | None = None, n_images: int 
     sim = VirtualMacaque(contract.layout, image_size=size, seed=seed)
     sim_info = sim.simulate_session(session_path, n_images=n_images, image_seed=image_seed,
                                     progress=progress and n_images > 200)
-    from ..session import open_session
+    from ..sessions.session_file import open_session
 
     with open_session(session_path) as s:
         images = np.asarray(s.images)
@@ -266,7 +266,8 @@ def _play_child(session: str, stream: str, markers: str, source_id: str, speed: 
     """Child process: play the session file once, waiting for the service's inlet first, and keep
     the outlets open until `release` is set (so the service stops before its stream vanishes)."""
     try:
-        from ..playback import open_recording, play
+        from ..playback import play
+        from ..sessions import open_recording
 
         stats = play(open_recording(session), stream_name=stream, marker_stream=markers, speed=speed,
                      source_id=source_id, progress=False, wait_for_consumer=60.0, stop_event=release,

@@ -38,15 +38,20 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.model and not args.checkpoint:
         raise ConfigError("give --model M.onnx and/or --checkpoint C.pt")
-    from training.data import load_decoding_data
-    from training.evaluate import data_options_from_contract, evaluate, format_table, write_report
+    from rtdecode.training.data import load_decoding_data
+    from rtdecode.training.evaluate import (
+        data_options_from_contract,
+        evaluate,
+        format_table,
+        write_report,
+    )
 
     if args.model:
         from ..contract import read_contract
 
         contract = read_contract(args.model)
     else:
-        from training.checkpoint import contract_from_checkpoint, load_checkpoint
+        from rtdecode.training.checkpoint import contract_from_checkpoint, load_checkpoint
 
         contract = contract_from_checkpoint(load_checkpoint(args.checkpoint), "checkpoint")
     opts = data_options_from_contract(contract)

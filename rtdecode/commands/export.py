@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
         from ..errors import ConfigError
 
         raise ConfigError("export needs torch: pip install 'rtdecode[train]'") from None
-    from training.export import export_checkpoint
+    from rtdecode.training.export import export_checkpoint
 
     rep = export_checkpoint(args.checkpoint, args.out, name=args.name, opset=args.opset, tol=args.tol,
                             progress=not args.no_progress)

@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..recorder import open_recording_dir
+    from ..sinks.recorder import open_recording_dir
 
     rec = open_recording_dir(args.directory)
     if not args.list and not args.export:

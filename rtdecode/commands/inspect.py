@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.file.endswith((".engine", ".plan", ".json")):
-        from deploy.sidecar import describe_engine_file
+        from ..engines.sidecar import describe_engine_file
 
         info = describe_engine_file(args.file)
     else:

@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..playback import open_recording, play
+    from ..playback import play
+    from ..sessions import open_recording
 
     tvsd_opts = {k: v for k, v in (("monkey", args.monkey), ("things_dir", args.things_dir)) if v is not None}
     rec = open_recording(args.session, layout=args.layout, stream=args.stream, markers=args.markers, **tvsd_opts)

@@ -1,7 +1,7 @@
 """`rtdecode record`: subscribe to published frames and record them crash-safely to a directory.
 
 The recording is a directory of HDF5 chunk files renamed into place when complete (see
-rtdecode/recorder.py): killing this process loses at most the chunk being written. SIGINT and
+rtdecode/sinks/recorder.py): killing this process loses at most the chunk being written. SIGINT and
 SIGTERM stop it cleanly (everything received is written). With --json it prints one JSON line
 per event on stdout: {"event": "ready"}, {"event": "chunk", ...} after each chunk is in place,
 and {"event": "done", ...} at the end.
@@ -42,7 +42,7 @@ def _emit(enabled: bool, obj: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..protocol import FrameSubscriber
-    from ..recorder import FrameRecorder
+    from ..sinks.recorder import FrameRecorder
 
     if args.duration is not None and args.duration <= 0:
         raise ConfigError(f"--duration must be > 0 seconds, got {args.duration}")

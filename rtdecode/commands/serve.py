@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     service = DecoderService(cfg, announce=print)  # --engine auto prints its choice and reasons
     exporter = None
     if cfg.prometheus_port is not None:
-        from ..prometheus import PrometheusExporter
+        from ..sinks.prometheus import PrometheusExporter
 
         exporter = PrometheusExporter(service.telemetry, port=cfg.prometheus_port,
                                       labels={"model": str(cfg.model)}).start()

@@ -42,8 +42,8 @@ def run(args: argparse.Namespace) -> int:
         from ..errors import ConfigError
 
         raise ConfigError("training needs torch: pip install 'rtdecode[train]' (or the torch build for your GPU)") from None
-    from training.config import load_config
-    from training.train import resume_config, train_from_source
+    from rtdecode.training.config import load_config
+    from rtdecode.training.train import resume_config, train_from_source
 
     overrides = {"windows": args.windows, "epochs": args.epochs, "max_steps": args.max_steps,
                  "batch_size": args.batch_size, "lr": args.lr, "w_adv": args.w_adv, "w_vgg": args.w_vgg,

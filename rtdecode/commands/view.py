@@ -47,13 +47,13 @@ def run(args: argparse.Namespace) -> int:
     stimulus_at = None
     feed = None
     if args.session:
-        from ..session import open_session
+        from ..sessions.session_file import open_session
 
         with open_session(args.session, need_images=True) as s:
             images = s.images
         if args.markers:
-            from ..display.viewer import LslMarkerFeed, StimulusTracker
             from ..errors import ConfigError
+            from ..sources.markers import LslMarkerFeed, StimulusTracker
 
             try:
                 feed = LslMarkerFeed(args.markers, StimulusTracker(), timeout=3.0)

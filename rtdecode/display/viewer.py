@@ -1,7 +1,8 @@
 """See what the decoder publishes: stimulus | reconstruction | phosphenes, with a latency readout.
 
+The stimulus on screen comes from rtdecode.sources.markers (StimulusTracker, LslMarkerFeed).
+
 Pieces, each usable alone:
-  StimulusTracker   which image was on screen at an LSL time, from onset/offset markers
   PanelComposer     one uint8 panel per frame: tiles upscaled to a visible size, labels, latency
   AnimationWriter   headless output: animated GIF (Pillow), PNG sequence, or MP4 (imageio + ffmpeg)
   PygameWindow      an on-screen window (pygame, optional)
@@ -10,7 +11,6 @@ Pieces, each usable alone:
 
 from __future__ import annotations
 
-import bisect
 import logging
 import threading
 import time
@@ -21,100 +21,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from ..recording import parse_marker
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("gif", "png", "mp4")
 MODES = ("frame", "phosphene")
-
-
-class StimulusTracker:
-    """Onset/offset markers (LSL time, image index) -> the image shown at any time.
-
-    An image counts as shown from its onset until its offset (or the next onset).
-    """
-
-    def __init__(self) -> None:
-        self._onsets: list[float] = []
-        self._images: list[int] = []
-        self._offsets: list[float] = []
-
-    def add(self, ts: float, marker: str | dict[str, Any]) -> None:
-        ev = parse_marker(marker) if isinstance(marker, str) else marker
-        if not ev or ev.get("image") is None:
-            return
-        if ev.get("event") == "onset":
-            i = bisect.bisect(self._onsets, ts)
-            self._onsets.insert(i, float(ts))
-            self._images.insert(i, int(ev["image"]))
-        elif ev.get("event") == "offset":
-            bisect.insort(self._offsets, float(ts))
-
-    def at(self, ts: float) -> int | None:
-        """Image index on screen at LSL time `ts`, or None (blank / before the first onset)."""
-        i = bisect.bisect_right(self._onsets, ts) - 1
-        if i < 0:
-            return None
-        onset = self._onsets[i]
-        j = bisect.bisect_right(self._offsets, onset)  # first offset after this onset
-        if j < len(self._offsets) and self._offsets[j] <= ts:
-            return None
-        return self._images[i]
-
-    def onsets(self) -> list[tuple[float, int]]:
-        """(LSL time, image index) of every onset seen, in time order."""
-        return list(zip(self._onsets, self._images, strict=True))
-
-    def __len__(self) -> int:
-        return len(self._onsets)
-
-
-class LslMarkerFeed:
-    """Reads an LSL marker stream in a background thread into a StimulusTracker."""
-
-    def __init__(self, name: str, tracker: StimulusTracker, *, timeout: float = 5.0):
-        from ..lslconfig import lsl
-
-        pylsl = lsl()
-        if "'" in name:
-            found = pylsl.resolve_byprop("name", name, 1, timeout)
-        else:  # one query for name or type (pylsl's resolve_byprop("type", ...) overruns its timeout)
-            found = pylsl.resolve_bypred(f"name='{name}' or type='{name}'", 1, timeout)
-        if not found:
-            raise ConfigError(f"marker stream {name!r} not found within {timeout:g} s "
-                              f"(is `rtdecode playback` running?)")
-        self.inlet = pylsl.StreamInlet(found[0], max_buflen=60)
-        self.inlet.open_stream(timeout)
-        self.tracker = tracker
-        self.lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="marker-feed", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        # pull_chunk with a timeout waits for a full buffer: poll without one instead
-        while not self._stop.is_set():
-            samples, stamps = self.inlet.pull_chunk(timeout=0.0)
-            if not stamps:
-                self._stop.wait(0.01)
-                continue
-            with self.lock:
-                for s, t in zip(samples, stamps, strict=False):
-                    self.tracker.add(t, s[0])
-
-    def at(self, ts: float) -> int | None:
-        with self.lock:
-            return self.tracker.at(ts)
-
-    def onsets(self) -> list[tuple[float, int]]:
-        with self.lock:
-            return self.tracker.onsets()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.inlet.close_stream()
 
 
 def upscale(image: np.ndarray, size: int, *, smooth: bool = False) -> np.ndarray:

@@ -69,8 +69,7 @@ def probe_tensorrt(model_path: str, opts: dict[str, Any]) -> str | None:
         return "TensorRT is not installed (import tensorrt fails)"
     if _missing("cuda.bindings") and _missing("cuda.cudart"):
         return "cuda-python is not installed"
-    from deploy.sidecar import compatibility_problems, read_sidecar, sha256_file
-
+    from .sidecar import compatibility_problems, read_sidecar, sha256_file
     from .tensorrt import device_facts
 
     try:
@@ -102,7 +101,7 @@ def probe_torch_cuda(model_path: str, opts: dict[str, Any]) -> str | None:
         if not getattr(torch.version, "cuda", None):
             return f"torch {torch.__version__} is a CPU-only build"
         return f"torch {torch.__version__} sees no CUDA device"
-    if _missing("training.model"):
+    if _missing("rtdecode.training.model"):
         return "the training package is not importable"
     return None
 

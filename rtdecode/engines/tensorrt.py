@@ -1,7 +1,7 @@
 """Native TensorRT engine (registry name "tensorrt"): the lowest-latency path on an NVIDIA GPU.
 
 The engine file is built from the ONNX decoder by `rtdecode build-engine` (deploy/build_engine.py)
-for one GPU model and one TensorRT version; its JSON sidecar (deploy/sidecar.py) records both
+for one GPU model and one TensorRT version; its JSON sidecar (rtdecode/engines/sidecar.py) records both
 and the ONNX file's sha256. Loading refuses any mismatch with a message saying what differs.
 
 CUDA binding: cuda-python (`cuda.bindings.runtime`, or `cuda.cudart` in cuda-python < 12.6).
@@ -91,8 +91,8 @@ def cuda_call(cudart, result: Any, what: str) -> Any:
 
 
 def device_facts(device_id: int = 0):
-    """deploy.sidecar.DeviceFacts of CUDA device `device_id` with the installed TensorRT version."""
-    from deploy.sidecar import DeviceFacts
+    """rtdecode.engines.sidecar.DeviceFacts of CUDA device `device_id` with the installed TensorRT version."""
+    from .sidecar import DeviceFacts
 
     trt = load_tensorrt()
     cudart = load_cudart()
@@ -137,7 +137,7 @@ class TensorRTEngine(Engine):
 
     def __init__(self, engine_path: str | Path, contract, *, onnx_path: str | Path | None = None,
                  device_id: int = 0, cuda_graph: bool = False, precision: str | None = None):
-        from deploy.sidecar import read_sidecar, sha256_file, verify_compatible
+        from .sidecar import read_sidecar, sha256_file, verify_compatible
 
         self.engine_path = Path(engine_path)
         if not self.engine_path.exists():

@@ -33,7 +33,7 @@ def _require_torch(engine: str):
     except ImportError as e:
         raise EngineError(f"torch is not installed ({e}); " + TORCH_HINT, engine=engine) from e
     try:
-        from training.model import HomeomorphicDecoder
+        from rtdecode.training.model import HomeomorphicDecoder
     except ImportError as e:
         raise EngineError(f"the training package is not importable ({e}); " + TORCH_HINT, engine=engine) from e
     return torch, HomeomorphicDecoder
@@ -62,7 +62,7 @@ def rebuild_decoder(model_path: str | Path, contract, *, checkpoint: str | Path 
     torch, HomeomorphicDecoder = _require_torch(engine)
     m, e = contract.input_shape
     if checkpoint is not None:
-        from training.checkpoint import load_checkpoint, model_from_checkpoint
+        from rtdecode.training.checkpoint import load_checkpoint, model_from_checkpoint
 
         model = model_from_checkpoint(load_checkpoint(checkpoint))
         args = model.args
@@ -72,7 +72,7 @@ def rebuild_decoder(model_path: str | Path, contract, *, checkpoint: str | Path 
             raise EngineError(f"{model_path}: its training_config has no model_args (was it exported by "
                               "training/export.py?); pass checkpoint=CKPT to rebuild from the checkpoint",
                               engine=engine)
-        from training.export import DeployedDecoder
+        from rtdecode.training.export import DeployedDecoder
 
         model = DeployedDecoder(HomeomorphicDecoder.from_args(args, mask=contract.mask))
         _load_onnx_weights(model, onnx_initializers(model_path), str(model_path), engine)

@@ -1,7 +1,6 @@
 """Play recorded or simulated MUA as a live LSL stream (what `rtdecode playback` and
-`rtdecode simulate --live` run), and read the files it plays."""
+`rtdecode simulate --live` run). The files it plays are read by rtdecode.sessions."""
 
 from .player import PlaybackStats, play
-from .readers import open_recording, session_recording, xdf_recording
 
-__all__ = ["PlaybackStats", "play", "open_recording", "session_recording", "xdf_recording"]
+__all__ = ["PlaybackStats", "play"]

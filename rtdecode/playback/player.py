@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..layout import ElectrodeLayout
-from ..recording import Block, Recording
+from ..sessions.recording import Block, Recording
 
 log = logging.getLogger(__name__)
 

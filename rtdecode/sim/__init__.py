@@ -1,6 +1,6 @@
 """The virtual macaque: seeded simulation of V1/V4/IT MUA for a sequence of images (numpy only).
 
-    from rtdecode.sim import VirtualMacaque
+    from . import VirtualMacaque
     VirtualMacaque(seed=0).simulate_session("train.h5", n_images=2000)
 
 See docs/virtual-macaque.md for the model.

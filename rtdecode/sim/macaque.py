@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import ConfigError, SessionError
 from ..layout import ElectrodeLayout, tvsd_monkey_n
-from ..recording import Block, Recording, offset_marker, onset_marker
+from ..sessions.recording import Block, Recording, offset_marker, onset_marker
 from .stimuli import conform_images, dead_leaves, load_image_folder
 
 log = logging.getLogger(__name__)
@@ -171,13 +171,13 @@ class VirtualMacaque:
                          n_images: int | None = None, on_ms: int = 200, off_ms: int = 200, *,
                          repeats: int = 1, known_rfs: bool = False, image_seed: int | None = None,
                          progress: bool = True, description: str = "") -> dict[str, Any]:
-        """Write a recorded-session HDF5 file (rtdecode.session format); returns a summary dict.
+        """Write a recorded-session HDF5 file (rtdecode.sessions.session_file format); returns a summary dict.
 
         images: uint8 [K, H, W, 3], a folder of PNG/JPEG files, or None for n_images dead-leaves
         images (seeded by image_seed, default the simulator seed). Each image is shown `repeats`
         times (one presentation each in order when repeats == 1, else in a seeded random order).
         """
-        from ..session import SessionWriter
+        from ..sessions.session_file import SessionWriter
 
         t0 = time.perf_counter()
         imgs, names = self._resolve_images(images, n_images, image_seed, progress)

@@ -16,7 +16,7 @@
   thread then re-resolves (by source_id when the stream has one, else by the original query)
   with exponential backoff, flags the first sample after it as a gap, and resumes. It gives up
   with StreamLostError after `reconnect_timeout_s`.
-- Optional marker inlet (string stream, JSON markers per rtdecode.recording.parse_marker),
+- Optional marker inlet (string stream, JSON markers per rtdecode.sessions.recording.parse_marker),
   polled by the same thread; onsets land in `markers` as (lsl_time, event dict).
 """
 
@@ -33,8 +33,8 @@ import numpy as np
 
 from ..errors import StreamLostError, StreamMismatchError, StreamNotFoundError
 from ..lslconfig import lsl
-from ..recording import parse_marker
 from ..ringbuffer import FLAG_DISORDER, FLAG_GAP, FLAG_NAN, RingBuffer
+from ..sessions.recording import parse_marker
 from ..telemetry import Telemetry
 
 log = logging.getLogger(__name__)

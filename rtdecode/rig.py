@@ -1,6 +1,6 @@
-"""Test helpers: a small layout + linear decoder, and an LSL pusher running in a CHILD process.
+"""The loopback rig: an LSL pusher in a CHILD process, the service in a thread, deadline waits.
 
-The pusher is this file run as a script (`python tests/lsl_helpers.py SPEC.json`): the spec is
+The pusher is this module run as a script (`python -m rtdecode.rig SPEC.json`): the spec is
 JSON and the data are .npy files (loaded with allow_pickle=False), so nothing is pickled. It
 creates a real LSL outlet (and optionally a marker outlet), waits for a consumer, then pushes
 [T, C] samples in real time with the timestamps base + ts_rel, where base is the child's
@@ -20,43 +20,6 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-# ---- model helpers (parent side) ---------------------------------------------------------
-def make_layout(n_channels: int = 64):
-    """V1 / V4 / IT thirds-ish, arrays of 16 channels (or fewer), all usable."""
-    from rtdecode.layout import ElectrodeLayout
-
-    per = max(1, n_channels // 4)
-    areas = ["V1", "V1", "V4", "IT"]
-    arrays = []
-    for k in range(4):
-        lo = k * per
-        hi = n_channels - 1 if k == 3 else (k + 1) * per - 1
-        arrays.append({"id": k + 1, "area": areas[k], "channels": [[lo, hi]]})
-    return ElectrodeLayout.from_dict({"name": f"test-{n_channels}", "n_channels": n_channels, "arrays": arrays})
-
-
-def make_model(path: Path, n_channels: int = 64, *, fs: float = 1000.0, height: int = 8, width: int = 8,
-               seed: int = 0, preset: str = "spatiotemporal"):
-    """A linear rtdecode decoder over make_layout(n_channels); returns (path, contract)."""
-    from rtdecode.contract import DecoderContract
-    from rtdecode.onnx_io import build_linear_decoder, save_model
-    from rtdecode.windows import make_plan
-
-    rng = np.random.default_rng(seed)
-    lay = make_layout(n_channels)
-    plan = make_plan(preset, lay, fs)
-    shape = (plan.n_maps, lay.n_electrodes)
-    contract = DecoderContract(lay, plan, rng.normal(0.0, 0.1, size=shape), rng.uniform(0.5, 1.5, size=shape),
-                               height, width, f"test-lin-{n_channels}", {"test": True})
-    m, e = contract.input_shape
-    w = rng.normal(0.0, 0.05, size=(m * e, 3 * height * width)).astype(np.float32)
-    b = np.full(3 * height * width, 0.5, dtype=np.float32)
-    save_model(build_linear_decoder(contract, w, b), path)
-    return Path(path), contract
 
 
 def unique(prefix: str = "rtd") -> str:
@@ -104,8 +67,8 @@ class Pusher:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Pusher:
-        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), str(self.dir / "spec.json")],
-                                     cwd=str(ROOT), env=dict(os.environ), stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen([sys.executable, "-m", "rtdecode.rig", str(self.dir / "spec.json")],
+                                     env=dict(os.environ), stderr=subprocess.PIPE)
         wait_until(lambda: self.state().get("outlet") or self.proc.poll() is not None, 30, what="pusher outlet")
         if self.proc.poll() is not None:
             raise RuntimeError(f"pusher exited early: {self.proc.stderr.read().decode()[-2000:]}")
@@ -153,7 +116,7 @@ def _write_state(path: str, **kv) -> None:
 
 
 def _child(spec_path: str) -> None:
-    from rtdecode.lslconfig import lsl
+    from .lslconfig import lsl
 
     pylsl = lsl()
     spec = json.loads(Path(spec_path).read_text())
@@ -215,10 +178,6 @@ def _child(spec_path: str) -> None:
     time.sleep(spec["linger_s"])
 
 
-if __name__ == "__main__":
-    _child(sys.argv[1])
-
-
 # ---- running a DecoderService in a thread (parent side) ----------------------------------
 class ServiceThread:
     """Runs DecoderService(config).run() in a thread; `join()` returns the summary or re-raises."""
@@ -226,7 +185,7 @@ class ServiceThread:
     def __init__(self, config, **kwargs):
         import threading
 
-        from rtdecode.service import DecoderService
+        from .service import DecoderService
 
         self.service = DecoderService(config, **kwargs)
         self.summary = None
@@ -267,3 +226,7 @@ class ServiceThread:
     def __exit__(self, *exc: object) -> None:
         self.service.stop("test left the block")
         self.thread.join(30)
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1])

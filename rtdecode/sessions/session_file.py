@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import SessionError
-from .layout import ElectrodeLayout
+from ..errors import SessionError
+from ..layout import ElectrodeLayout
 
 FORMAT = "rtdecode-session"
 FORMAT_VERSION = 1

@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
-from .protocol import DEFAULT_ADDRESS
+from ..protocol import DEFAULT_ADDRESS
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class Dashboard:
 
     def __init__(self, address: str = DEFAULT_ADDRESS, *, host: str = "127.0.0.1", port: int = 0,
                  history: int = 1000):
-        from .protocol import FrameSubscriber
+        from ..protocol import FrameSubscriber
 
         self._sub = FrameSubscriber(address)
         self._lock = threading.Lock()

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .layout import ElectrodeLayout
+from ..layout import ElectrodeLayout
 
 
 @dataclass

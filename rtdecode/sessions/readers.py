@@ -1,9 +1,9 @@
 """Turn files into Recordings for playback: rtdecode session files, LabRecorder XDF, TVSD folders.
 
 `open_recording(path, ...)` picks the reader from what the path is:
-  *.h5 / *.hdf5      rtdecode session (rtdecode.session format), MUA read in chunks from disk
+  *.h5 / *.hdf5      rtdecode session (rtdecode.sessions.session_file format), MUA read in chunks from disk
   *.xdf / *.xdfz     XDF via pyxdf (clock offsets, resets and jitter handled as pyxdf does)
-  a folder           TVSD (training.tvsd.tvsd_recording; needs the training package)
+  a folder           TVSD (rtdecode.sessions.tvsd.tvsd_recording)
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import LayoutError, SessionError
 from ..layout import ElectrodeLayout, load_layout, tvsd_monkey_n
-from ..recording import Block, Recording, offset_marker, onset_marker
+from .recording import Block, Recording, offset_marker, onset_marker
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def open_recording(path: str | Path, *, layout: str | Path | ElectrodeLayout | N
 # ---- rtdecode session files -------------------------------------------------------------------
 def session_recording(path: str | Path, *, chunk: int = SESSION_CHUNK) -> Recording:
     """Session file -> Recording; MUA is read `chunk` samples at a time, markers as onset/offset JSON."""
-    from ..session import open_session
+    from .session_file import open_session
 
     path = Path(path)
     with open_session(path, need_images=False) as s:
@@ -248,9 +248,9 @@ def _layout_from_desc(path: Path, info: dict) -> ElectrodeLayout | None:
 
 # ---- TVSD -------------------------------------------------------------------------------------
 def tvsd_folder_recording(folder: Path, **opts: Any) -> Recording:
-    """TVSD trials laid end to end (training.tvsd.tvsd_recording, imported only when asked for)."""
+    """TVSD trials laid end to end (rtdecode.sessions.tvsd.tvsd_recording)."""
     try:
-        from training.tvsd import tvsd_recording
+        from .tvsd import tvsd_recording
     except ImportError as e:
         raise SessionError(f"{folder} is a folder, read as a TVSD dataset; that needs the training package "
                            f"(install rtdecode from a source checkout with `pip install -e .[train]`): {e}") from e

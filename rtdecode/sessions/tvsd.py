@@ -31,21 +31,12 @@ from typing import Any
 
 import numpy as np
 
-from rtdecode.errors import ConfigError, SessionError
-from rtdecode.layout import ElectrodeLayout, tvsd_monkey_f, tvsd_monkey_n
-from rtdecode.recording import Block, Recording, onset_marker
-from rtdecode.windows import WindowAssembler, WindowPlan, make_plan
-
-from .data import (
-    TrialMaps,
-    _cache_key,
-    _cached,
-    _store,
-    check_channels,
-    check_finite_maps,
-    image_to_array,
-    progress_bar,
-)
+from ..errors import ConfigError, SessionError
+from ..layout import ElectrodeLayout, check_channels, tvsd_monkey_f, tvsd_monkey_n
+from ..progress import progress_bar
+from ..windows import WindowAssembler, WindowPlan
+from .images import image_to_array
+from .recording import Block, Recording, onset_marker
 
 log = logging.getLogger(__name__)
 
@@ -337,28 +328,6 @@ def resolve_images(paths: list[str], things_dir: str | Path | None, *, source: s
         raise SessionError(f"{len(missing)} of {len(paths)} THINGS images named in {source} are not under {root} "
                            f"(first: {missing[:3]})")
     return out
-
-
-def load_tvsd_trials(folder: str | Path, *, windows: str | WindowPlan = "spatiotemporal",
-                     things_dir: str | Path | None = None, monkey: str = "N",
-                     layout: ElectrodeLayout | None = None, cache_dir: str | Path | None = None,
-                     only_correct: bool = True, progress: bool = True) -> TrialMaps:
-    """Onset-locked maps of every usable TVSD trial, with the dataset's own test images as test split."""
-    tv = TVSDFolder(folder, monkey=monkey, layout=layout, only_correct=only_correct)
-    plan = windows if isinstance(windows, WindowPlan) else make_plan(windows, tv.layout, SAMPLING_RATE_HZ)
-    tv.image_paths()  # fail early when the stimulus list is missing
-    key = _cache_key(tv.folder, plan, tv.layout, extra=f"tvsd:{monkey}:{only_correct}")
-    maps = _cached(cache_dir, key)
-    if maps is None or maps.shape[0] != tv.trials.size:
-        maps = tv.assemble_maps(plan, progress=progress)
-        _store(cache_dir, key, maps)
-    check_finite_maps(maps, tv.trials, tv.layout, str(tv.mua_path))
-
-    def load_images(ids: np.ndarray, size: int) -> np.ndarray:
-        return tv.load_images(ids, size, things_dir, progress=progress)
-
-    return TrialMaps(tv.layout, plan, maps, tv.image_ids[tv.trials], tv.trials, load_images, None,
-                     tv.test_image_ids(), str(tv.folder))
 
 
 def tvsd_recording(folder: str | Path, *, monkey: str = "N", layout: ElectrodeLayout | None = None,

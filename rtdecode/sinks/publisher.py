@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError
-from .protocol import PROTOCOL_VERSION, TOPIC, FrameHeader
+from ..errors import ConfigError
+from ..protocol import PROTOCOL_VERSION, TOPIC, FrameHeader
 
 log = logging.getLogger(__name__)
 

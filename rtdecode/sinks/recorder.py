@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, SessionError
-from .protocol import FrameHeader
+from ..errors import ConfigError, SessionError
+from ..protocol import FrameHeader
 
 log = logging.getLogger(__name__)
 

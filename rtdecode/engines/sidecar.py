@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from rtdecode.errors import EngineError, ModelError
+from ..errors import EngineError, ModelError
 
 FORMAT = "rtdecode-tensorrt-engine"
 FORMAT_VERSION = 1
@@ -71,7 +71,7 @@ class EngineSidecar:
         if not self.created:
             self.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         if not self.rtdecode_version:
-            from rtdecode import __version__
+            from .. import __version__
 
             self.rtdecode_version = __version__
 
