@@ -19,7 +19,8 @@ def run_suite(parts=PARTS, *, quick: bool = False, out_dir="bench-results", note
     import tempfile
     from pathlib import Path
 
-    from .machine import machine_facts
+    from rtdecode.machine import machine_facts
+
     from .report import write_report
 
     unknown = [p for p in parts if p not in PARTS]

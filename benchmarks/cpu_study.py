@@ -185,11 +185,11 @@ def run_study(models_dir: str | Path, session: str | Path, out_dir: str | Path, 
               progress=print) -> dict:
     """Measure every step of the study; writes cpu_study.json and cpu_study.md into out_dir."""
     from rtdecode.contract import read_contract
+    from rtdecode.machine import machine_facts
+    from rtdecode.metrics import pixel_correlation, ssim
     from rtdecode.training.data import load_decoding_data
-    from rtdecode.training.metrics import pixel_correlation, ssim
 
     from .inference import count_flops, export_module
-    from .machine import machine_facts
     from .report import markdown_table, summarize_ms
 
     models_dir, out = Path(models_dir), Path(out_dir)

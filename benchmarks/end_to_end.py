@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .machine import machine_busy_seconds
+from rtdecode.machine import machine_busy_seconds
+
 from .report import summarize_ms
 
 log = logging.getLogger(__name__)

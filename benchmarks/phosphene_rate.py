@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="benchmarks/results/phosphene", help="output folder (JSON + markdown)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    from .machine import machine_facts
+    from rtdecode.machine import machine_facts
 
     machine = machine_facts()
     load_before = machine.get("load_average_1_5_15")

@@ -262,7 +262,7 @@ def _read_json(path: Path) -> dict:
 
 def _machine() -> dict[str, Any]:
     try:
-        from .machine import machine_facts
+        from rtdecode.machine import machine_facts
 
         return machine_facts()
     except Exception:  # the facts are nice to have, never a reason to lose a soak's results

@@ -29,6 +29,28 @@ STAGES = (
 )
 
 
+
+# The one latency summary of rtdecode: the service's histograms, benchmarks, the soak, the demo and
+# the recorder all report durations with these keys ({"count": 0} when there is nothing).
+PERCENTILES = (("p50_ms", 50.0), ("p90_ms", 90.0), ("p99_ms", 99.0), ("p99.9_ms", 99.9))
+SUMMARY_KEYS = ("count", "mean_ms", "min_ms", *(k for k, _ in PERCENTILES), "max_ms")
+
+
+def latency_summary(values_ms: Any) -> dict[str, float]:
+    """count, mean_ms, min_ms, p50_ms, p90_ms, p99_ms, p99.9_ms, max_ms of durations in milliseconds.
+
+    Non-finite values are left out; exact percentiles (numpy), where Histogram's are binned.
+    """
+    a = np.asarray(values_ms, dtype=np.float64).ravel()
+    a = a[np.isfinite(a)]
+    if a.size == 0:
+        return {"count": 0}
+    out: dict[str, float] = {"count": int(a.size), "mean_ms": float(a.mean()), "min_ms": float(a.min())}
+    for name, q in PERCENTILES:
+        out[name] = float(np.percentile(a, q))
+    out["max_ms"] = float(a.max())
+    return out
+
 class LatencyHistogram:
     """Log-spaced histogram of durations in seconds (constant memory, no allocation per record)."""
 
@@ -86,11 +108,15 @@ class LatencyHistogram:
         return self.total / self.count if self.count else math.nan
 
     def summary(self) -> dict[str, float]:
-        """Milliseconds: count, p50, p90, p99, max, mean."""
+        """The latency summary (see `latency_summary`) of what was recorded, in milliseconds."""
+        if self.count == 0:
+            return {"count": 0}
         ms = 1000.0
-        return {"count": self.count, "p50_ms": self.percentile(50) * ms, "p90_ms": self.percentile(90) * ms,
-                "p99_ms": self.percentile(99) * ms, "max_ms": (self.max if self.count else math.nan) * ms,
-                "mean_ms": self.mean * ms}
+        out: dict[str, float] = {"count": self.count, "mean_ms": self.mean * ms, "min_ms": self.min * ms}
+        for name, q in PERCENTILES:
+            out[name] = self.percentile(q) * ms
+        out["max_ms"] = self.max * ms
+        return out
 
     def reset(self) -> None:
         self.counts[:] = 0

@@ -17,17 +17,17 @@ from PIL import Image
 from rtdecode.contract import read_contract
 from rtdecode.errors import ConfigError, ModelError
 from rtdecode.layout import ElectrodeLayout
-from rtdecode.onnx_io import save_model
-from rtdecode.sessions.session_file import SessionWriter
-from rtdecode.training.data import load_decoding_data
-from rtdecode.training.evaluate import evaluate, format_table, renormalise, write_report
-from rtdecode.training.metrics import (
+from rtdecode.metrics import (
     identification_accuracy,
     pixel_correlation,
     rf_recovery,
     ssim,
     summarise,
 )
+from rtdecode.onnx_io import save_model
+from rtdecode.sessions.session_file import SessionWriter
+from rtdecode.training.data import load_decoding_data
+from rtdecode.training.evaluate import evaluate, format_table, renormalise, write_report
 from rtdecode.training.ridge import RidgeDecoder
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 
 from rtdecode.errors import ModelError
+from rtdecode.metrics import rf_recovery, summarise
 
 from .data import DecodingData
-from .metrics import rf_recovery, summarise
 from .ridge import RidgeDecoder
 
 log = logging.getLogger(__name__)

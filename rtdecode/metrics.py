@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from rtdecode.errors import ConfigError
+from .errors import ConfigError
 
 
 def _as_batch(a: np.ndarray, name: str) -> np.ndarray:

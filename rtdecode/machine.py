@@ -1,4 +1,5 @@
-"""Facts about the machine a benchmark ran on (CPU, cores, load, library versions), for the report.
+"""The machine a run happened on, read from /proc: CPU, cores, memory, load, library versions, and
+the CPU seconds of the machine and of single processes (the one /proc reader of rtdecode).
 
 Read from /proc and package metadata only (no psutil), so it works in CI and on rigs alike.
 """
@@ -7,7 +8,6 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import sys
 import time
 from importlib import metadata
@@ -92,20 +92,6 @@ def machine_facts() -> dict:
     }
 
 
-def machine_slug(facts: dict | None = None) -> str:
-    """Folder name for reference results, e.g. 'cpu-2core-amd-epyc'."""
-    facts = facts or machine_facts()
-    model = re.sub(r"\((r|tm)\)|cpu|processor|@.*$", "", facts["cpu_model"].lower())
-    model = re.sub(r"[^a-z0-9]+", "-", model).strip("-")[:40] or "unknown"
-    return f"cpu-{facts['cores']}core-{model}"
-
-
-def cpu_times() -> tuple[float, float]:
-    """(user + system CPU seconds of this process and its waited-for children, wall seconds)."""
-    t = os.times()
-    return t.user + t.system, time.monotonic()
-
-
 def machine_busy_seconds() -> tuple[float, float] | None:
     """(busy, total) jiffies/ticks in seconds over all CPUs from /proc/stat, for whole-machine load."""
     try:
@@ -117,3 +103,13 @@ def machine_busy_seconds() -> tuple[float, float] | None:
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
     total = sum(fields[:8])
     return (total - idle) / hz, total / hz
+
+
+def proc_cpu_seconds(pid: int) -> float | None:
+    """user + system CPU seconds of a live process, from /proc/<pid>/stat (None when unreadable)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
