@@ -29,9 +29,15 @@ from typing import Any
 
 import numpy as np
 
+from .errors import RtdecodeError
+
 PROTOCOL_VERSION = 1
 TOPIC = b"frame"
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5556"
+
+
+class MalformedFrameError(RtdecodeError, ValueError):
+    """A message on the frame socket is not an rtdecode frame (parts, header or payload)."""
 
 
 @dataclass
@@ -67,9 +73,35 @@ class FrameHeader:
                    skipped=int(d.get("skipped", 0)), stimulus=d.get("stimulus"), v=int(d["v"]))
 
 
-def encode_frame(frame_chw: np.ndarray, dtype: str = "uint8", out: np.ndarray | None = None) -> np.ndarray:
-    """Decoder output [3, H, W] float in [0, 1] -> payload array [H, W, 3] (uint8 or float32)."""
-    hwc = np.moveaxis(frame_chw, 0, -1)
+def to_uint8(values: np.ndarray, out: np.ndarray | None = None, *, scratch: np.ndarray | None = None
+             ) -> np.ndarray:
+    """Frame values, float in [0, 1] (any shape), -> uint8 0..255: THE quantisation of frames.
+
+    Clipped to [0, 1], scaled by 255, rounded half up (+0.5, truncated), in the input's float
+    precision. uint8 input is returned as it is. `out` (uint8) and `scratch` (float, the
+    input's shape) are used when given, so a caller with preallocated buffers allocates nothing.
+    Used by the publisher's FrameEncoder, the dashboard, the viewer and the frame exporters.
+    """
+    a = np.asarray(values)
+    if a.dtype == np.uint8:
+        return a
+    s = np.clip(a, 0.0, 1.0, out=scratch)
+    np.multiply(s, 255.0, out=s)
+    np.add(s, 0.5, out=s)
+    if out is None:
+        out = np.empty(s.shape, dtype=np.uint8)
+    np.copyto(out, s, casting="unsafe")
+    return out
+
+
+def encode_frame(frame_chw: np.ndarray, dtype: str = "uint8", out: np.ndarray | None = None, *,
+                 scratch: np.ndarray | None = None) -> np.ndarray:
+    """Decoder output [3, H, W] float in [0, 1] -> payload array [H, W, 3] (uint8 or float32).
+
+    The one frame encoding: uint8 as `to_uint8`, float32 clipped to [0, 1]. With `out` (and for
+    uint8 a float32 `scratch` [H, W, 3]) nothing is allocated (see sinks.publisher.FrameEncoder).
+    """
+    hwc = np.moveaxis(frame_chw, 0, -1)  # a view
     if dtype == "float32":
         if out is None:
             out = np.empty(hwc.shape, dtype=np.float32)
@@ -77,11 +109,7 @@ def encode_frame(frame_chw: np.ndarray, dtype: str = "uint8", out: np.ndarray | 
         return out
     if dtype != "uint8":
         raise ValueError(f"frame dtype must be 'uint8' or 'float32', got {dtype!r}")
-    if out is None:
-        out = np.empty(hwc.shape, dtype=np.uint8)
-    scaled = np.clip(hwc, 0.0, 1.0) * 255.0 + 0.5
-    np.copyto(out, scaled, casting="unsafe")
-    return out
+    return to_uint8(hwc, out, scratch=scratch)
 
 
 def decode_payload(header: FrameHeader, payload: bytes | memoryview) -> np.ndarray:
@@ -122,15 +150,24 @@ class FrameSubscriber:
         self._poller.register(self.sock, zmq.POLLIN)
 
     def recv(self, timeout: float | None = None) -> ReceivedFrame | None:
-        """Next frame, or None after `timeout` seconds (None = wait forever)."""
+        """Next frame, or None after `timeout` seconds (None = wait forever).
+
+        A message that is not an rtdecode frame raises MalformedFrameError (it is consumed: the
+        next call reads the next message).
+        """
         if timeout is not None and not self._poller.poll(int(timeout * 1000)):
             return None
         parts = self.sock.recv_multipart(copy=True)
         received = time.monotonic()
         if len(parts) != 3 or parts[0] != TOPIC:
-            raise ValueError(f"unexpected message with {len(parts)} parts on {self.address}")
-        header = FrameHeader.from_bytes(parts[1])
-        return ReceivedFrame(header, decode_payload(header, parts[2]), received)
+            raise MalformedFrameError(f"unexpected message with {len(parts)} parts on {self.address}; "
+                                      "expected [topic, header, payload]")
+        try:
+            header = FrameHeader.from_bytes(parts[1])
+            image = decode_payload(header, parts[2])
+        except (ValueError, KeyError, TypeError) as e:  # JSON, missing keys, wrong types, payload size
+            raise MalformedFrameError(f"malformed frame on {self.address}: {type(e).__name__}: {e}") from e
+        return ReceivedFrame(header, image, received)
 
     def close(self) -> None:
         self.sock.close(0)

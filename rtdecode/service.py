@@ -12,7 +12,9 @@ marker, once the window's span has arrived.
 Policy per error class (see docs/serving.md): config/model/engine/stream-mismatch errors stop
 at start-up; a lost outlet is reconnected by the source; windows holding NaN/Inf or spanning a
 gap are skipped or decoded with a flag (`on_bad_samples`); a failed source thread stops the
-service cleanly (or re-raises with RTDECODE_RAISE_IN_THREADS=1).
+service cleanly with the failure in the summary; a sink that raises (a recorder whose writer
+thread failed raises that error from write) is dropped and frames keep flowing. Under
+RTDECODE_RAISE_IN_THREADS (rtdecode.threads) both re-raise instead.
 
 Hot path: no per-frame allocation of arrays. Windows are read as views of the ring,
 assembled straight into the engine's bound input, normalised in place, and encoded into a
@@ -36,7 +38,9 @@ import numpy as np
 from .config import ServeConfig
 from .errors import ConfigError, RtdecodeError
 from .ringbuffer import FLAG_NAMES, FLAG_NAN
+from .sinks import SINK_METHODS, Sink
 from .telemetry import Telemetry, summary_text
+from .threads import raise_in_threads
 
 log = logging.getLogger(__name__)
 
@@ -71,20 +75,27 @@ class ServeSummary:
 
 
 class DecoderService:
-    """One stream, one model, one publisher (+ extra sinks with write(header, image) and close()).
+    """One stream, one model, one publisher, plus extra sinks (rtdecode.sinks.Sink).
 
-    Sinks receive the header and the payload array [H, W, 3]; the array is reused for the next
-    frame, so a sink that keeps it must copy it.
+    Sinks receive every frame's header and payload array [H, W, 3] (reused for the next frame,
+    so a sink that keeps it must copy it), a telemetry snapshot every status interval, and
+    close() at the end.
     """
 
-    def __init__(self, config: ServeConfig, *, sinks: Iterable[Any] = (),
+    def __init__(self, config: ServeConfig, *, sinks: Iterable[Sink] = (),
                  stop_event: threading.Event | None = None, announce: Callable[[str], None] | None = None):
         if not isinstance(config, ServeConfig):
             raise ConfigError(f"DecoderService needs a ServeConfig, got {type(config).__name__}")
         if not config.model:
             raise ConfigError("no model given: set 'model' (--model M.onnx)")
         self.config = config
-        self.sinks = list(sinks)
+        self.sinks: list[Sink] = list(sinks)
+        for sink in self.sinks:
+            if not isinstance(sink, Sink):
+                missing = [m for m in SINK_METHODS if not callable(getattr(sink, m, None))]
+                raise ConfigError(f"sink {sink!r} lacks {', '.join(missing)}; a sink needs "
+                                  f"{', '.join(SINK_METHODS)} (see rtdecode.sinks.Sink)")
+        self._dropped_sinks: list[Sink] = []  # sinks that raised: closed at the end, quietly
         self.announce = announce or (lambda text: log.info("%s", text))
         self.stop_event = stop_event or threading.Event()
         self.telemetry = Telemetry()
@@ -166,6 +177,11 @@ class DecoderService:
                 sink.close()
             except Exception as e:  # a sink that fails to close must not hide the summary
                 log.error("closing sink %r failed: %s", sink, e)
+        for sink in self._dropped_sinks:  # their failure was reported when they were dropped
+            try:
+                sink.close()
+            except Exception as e:
+                log.debug("closing dropped sink %r: %s", sink, e)
         if self.publisher is not None:
             self.telemetry.publish_dropped = self.publisher.dropped
             self.publisher.close()
@@ -174,8 +190,6 @@ class DecoderService:
 
     # ---- loop ----------------------------------------------------------------------------
     def run(self) -> ServeSummary:
-        from .sources import raise_in_threads
-
         error: str | None = None
         try:
             self._setup()
@@ -186,11 +200,11 @@ class DecoderService:
                 self._loop_event()
             else:
                 self._loop_sliding()
-            if self.source.error is not None:
-                err = self.source.error
+            failure = self.source.failure
+            if failure is not None:  # logged by the thread; surfaced here (rtdecode.threads)
                 if raise_in_threads():
-                    raise err
-                error = f"{type(err).__name__}: {err}"
+                    self.source.raise_if_failed()
+                error = str(failure)
                 self._stop_reason = "source failed"
         finally:
             self.started.set()
@@ -206,7 +220,7 @@ class DecoderService:
         cfg = self.config
         if self.stop_event.is_set():
             return True
-        if self.source.error is not None:
+        if self.source.failure is not None:
             return True
         if cfg.max_frames is not None and self.telemetry.frames >= cfg.max_frames:
             self._stop_reason = f"max_frames {cfg.max_frames} reached"
@@ -221,11 +235,25 @@ class DecoderService:
         if iv > 0 and now >= self._next_status:
             self._next_status = now + iv
             log.info("%s", self.telemetry.status_line(now))
-            for sink in self.sinks:
-                if hasattr(sink, "write_telemetry"):
-                    snap = self.telemetry.snapshot()
-                    snap.pop("events", None)
-                    sink.write_telemetry(snap)
+            if self.sinks:
+                snap = self.telemetry.snapshot()
+                snap.pop("events", None)
+                for sink in list(self.sinks):
+                    try:
+                        sink.write_telemetry(snap)
+                    except Exception as e:
+                        self._drop_sink(sink, e)
+
+    def _drop_sink(self, sink: Sink, error: Exception) -> None:
+        """Policy for a sink that raised: drop it, record why, keep publishing (tests: re-raise)."""
+        self.sinks.remove(sink)
+        self._dropped_sinks.append(sink)
+        context = " ".join(getattr(error, "__notes__", ()))
+        self.telemetry.event("sink_failed", sink=repr(sink), error=f"{type(error).__name__}: {error}",
+                             context=context)
+        if raise_in_threads():
+            raise error
+        log.error("sink %r failed and is dropped: %s: %s %s", sink, type(error).__name__, error, context)
 
     def _loop_sliding(self) -> None:
         """Decode the newest due window; while waiting for it, assemble the maps it already holds.
@@ -355,9 +383,7 @@ class DecoderService:
                 try:
                     sink.write(header, payload)
                 except Exception as e:  # a broken sink is dropped; the display keeps getting frames
-                    log.error("sink %r failed and is dropped: %s: %s", sink, type(e).__name__, e)
-                    tel.event("sink_failed", sink=repr(sink), error=str(e))
-                    self.sinks.remove(sink)
+                    self._drop_sink(sink, e)
         t_done = time.monotonic()
         tel.record_frame({"transport": pulled - newest_ts, "wait": t_start - pulled,
                           "assemble": t_asm - t_start, "normalise": t_norm - t_asm, "infer": t_inf - t_norm,

@@ -291,3 +291,33 @@ def test_reader_ignores_incomplete_temp_chunk_and_refuses_reuse(tmp_path):
         FrameRecorder(d)
     with pytest.raises(ConfigError, match="chunk_frames"):
         FrameRecorder(tmp_path / "x", chunk_frames=0)
+
+
+def test_a_failed_writer_surfaces_in_write_and_close(tmp_path, caplog):
+    """The writer thread's error (its directory is gone) is stored with context, logged once,
+    raised by the next write() and by close() - never lost inside the thread."""
+    import logging
+    import shutil
+
+    from rtdecode.errors import SessionError
+    from rtdecode.rig import wait_until
+
+    d = tmp_path / "r"
+    rec = FrameRecorder(d, chunk_frames=1)
+    shutil.rmtree(d)  # the disk under the recording went away
+    with caplog.at_level(logging.ERROR):
+        rec.write(make_header(0), expected_frame(0))
+        wait_until(lambda: rec.failure is not None, 10, what="the writer thread to fail")
+        assert not rec._thread.is_alive()
+        f = rec.failure
+        assert f.thread == "rtdecode-recorder" and f.doing.startswith("writing chunk 0 (1 frames)")
+        assert isinstance(rec.error, OSError)
+        with pytest.raises(OSError) as info:
+            rec.write(make_header(1), expected_frame(1))
+        assert info.value is rec.error
+        with pytest.raises(SessionError, match="recording to .* failed: thread 'rtdecode-recorder' failed "
+                                               "while writing chunk 0"):
+            rec.close()
+    assert rec.received == 1 and rec.written == 0
+    logged = [r for r in caplog.records if "rtdecode-recorder" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].exc_info is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -100,6 +101,24 @@ def test_telemetry_summary_and_status_line():
     assert abs(snap["latency_ms"]["infer"]["p50_ms"] - 2.0) < 0.1
     json.dumps(snap)  # plain JSON
     assert "gap 1" in summary_text(snap) and "skipped 4" in t.status_line()
+
+
+def test_one_quantisation_for_every_frame_consumer(rng):
+    """Publisher, dashboard, viewer and exporters share protocol.to_uint8: round half up, as published."""
+    from rtdecode.display.viewer import to_uint8 as viewer_uint8
+    from rtdecode.protocol import to_uint8
+
+    edges = (np.arange(256, dtype=np.float32) + 0.5) / np.float32(255.0)  # the rounding boundaries
+    values = np.concatenate([edges, rng.uniform(-0.2, 1.2, size=3 * 16 * 16 - 256)]).astype(np.float32)
+    frame = values.reshape(3, 16, 16)
+    hwc = np.moveaxis(frame, 0, -1)
+    reference = (np.clip(hwc, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)  # the wire format's formula
+    np.testing.assert_array_equal(encode_frame(frame, "uint8"), reference)
+    np.testing.assert_array_equal(FrameEncoder(16, 16).encode(frame), reference)
+    np.testing.assert_array_equal(to_uint8(hwc), reference)
+    np.testing.assert_array_equal(viewer_uint8(hwc), reference)
+    u8 = reference.copy()
+    assert to_uint8(u8) is u8  # uint8 passes through
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "float32"])
@@ -276,12 +295,88 @@ def test_lost_outlet_without_reconnect_stops_or_raises(tmp_path, rng, monkeypatc
         svc = ServiceThread(_cfg(path, p.name, reconnect=False)).start()
         wait_until(lambda: not svc.thread.is_alive(), 30, what="the service to stop after the loss")
         if raise_env == "1":
-            with pytest.raises(StreamLostError, match="reconnect is off"):
+            with pytest.raises(StreamLostError, match="reconnect is off") as info:
                 svc.join(stop=False)
+            if sys.version_info >= (3, 11):  # the thread's context travels with the error
+                assert info.value.__notes__ == [f"(in background thread 'lsl-inlet-{p.name}', "
+                                                f"while reading stream {p.name!r})"]
             return
         summary = svc.join(stop=False)
     assert summary.stop_reason == "source failed" and "StreamLostError" in summary.error
+    assert summary.error.startswith(f"thread 'lsl-inlet-{p.name}' failed while reading stream {p.name!r}: ")
     assert summary.frames > 0 and summary.telemetry["stream"]["reconnects"] == 0
+
+
+@pytest.mark.lsl
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("raise_env", ["0", "1"])
+def test_a_failed_recorder_thread_surfaces_in_the_service(tmp_path, rng, monkeypatch, raise_env):
+    """The recorder's writer thread fails on its 3rd chunk: the service drops the recorder and keeps
+    publishing (the sink failure and its context in the events), or re-raises it under the switch.
+    A Dashboard fed by the service (a Sink, no subscriber) keeps getting frames and telemetry."""
+    from rtdecode.sinks.dashboard import Dashboard
+    from rtdecode.sinks.recorder import FrameRecorder
+
+    monkeypatch.setenv("RTDECODE_RAISE_IN_THREADS", raise_env)
+
+    def on_chunk(info):
+        if info.index == 2:
+            raise RuntimeError("archive refused chunk 2")
+
+    path, _ = make_model(tmp_path / "m.onnx", 16)
+    recorder = FrameRecorder(tmp_path / "rec", chunk_frames=1, on_chunk=on_chunk)
+    dash = Dashboard(None)
+    with Pusher(tmp_path, rng.normal(size=(6000, 16)), chunk=4) as p:
+        svc = ServiceThread(_cfg(path, p.name, stride_ms=8, status_interval_s=0.2), sinks=[recorder, dash]).start()
+        try:
+            wait_until(lambda: recorder.failure is not None, 30, what="the recorder's writer to fail")
+            if raise_env == "1":
+                wait_until(lambda: not svc.thread.is_alive(), 30, what="the service to stop")
+                with pytest.raises(RuntimeError, match="archive refused chunk 2"):
+                    svc.join(stop=False)
+                tel = svc.service.telemetry
+                assert tel.frames >= 3 and [e["kind"] for e in tel.events].count("sink_failed") == 1
+                return
+            frames_then = dash.frames
+            wait_until(lambda: dash.frames >= frames_then + 20 and "telemetry" in dash.stats(), 30,
+                       what="frames (and telemetry) after the recorder failed")
+            summary = svc.join()
+        finally:
+            svc.service.stop("test finished")
+            svc.thread.join(30)
+            dash.close()
+    assert summary.ok and summary.frames >= dash.frames > frames_then
+    dropped = [e for e in summary.telemetry["events"] if e["kind"] == "sink_failed"]
+    assert len(dropped) == 1 and dropped[0]["error"] == "RuntimeError: archive refused chunk 2"
+    assert dropped[0]["sink"] == repr(recorder)
+    if sys.version_info >= (3, 11):
+        assert dropped[0]["context"] == "(in background thread 'rtdecode-recorder', while reporting chunk 2 to on_chunk)"
+    assert svc.service.sinks == [dash] and recorder.written >= 3
+    stats = dash.stats()
+    assert stats["telemetry"]["frames"] > 0 and stats["receiver_failed"] is None
+
+
+def test_the_service_types_its_sinks():
+    """Publisher, recorder and dashboard are Sinks; the exporter reads telemetry and is not; the
+    service refuses a sink that lacks a method, naming it."""
+    from rtdecode.service import DecoderService
+    from rtdecode.sinks import Sink
+    from rtdecode.sinks.dashboard import Dashboard
+    from rtdecode.sinks.prometheus import PrometheusExporter
+    from rtdecode.sinks.publisher import FramePublisher
+    from rtdecode.sinks.recorder import FrameRecorder
+
+    assert all(issubclass(cls, Sink) for cls in (FramePublisher, FrameRecorder, Dashboard))
+    assert not issubclass(PrometheusExporter, Sink)
+
+    class FramesOnly:
+        def write(self, header, image): ...
+
+        def close(self): ...
+
+    cfg = ServeConfig(stream="x", model="m.onnx")
+    with pytest.raises(ConfigError, match="lacks write_telemetry; a sink needs write, write_telemetry, close"):
+        DecoderService(cfg, sinks=[FramesOnly()])
 
 
 @pytest.mark.lsl

@@ -206,3 +206,62 @@ def test_marker_feed_names_a_missing_stream():
 
     with pytest.raises(ConfigError, match="not found"):
         LslMarkerFeed("no-such-markers-stream-x", StimulusTracker(), timeout=0.3)
+
+
+def _marker_outlet(pylsl):
+    import uuid
+
+    name = f"markers-{uuid.uuid4().hex[:8]}"
+    return name, pylsl.StreamOutlet(pylsl.StreamInfo(name, "Markers", 1, 0, pylsl.cf_string, name))
+
+
+@pytest.mark.lsl
+@pytest.mark.timeout(60)
+def test_marker_feed_skips_a_malformed_marker_and_carries_on():
+    from rtdecode.lslconfig import lsl
+    from rtdecode.rig import wait_until
+    from rtdecode.sources.markers import LslMarkerFeed
+
+    pylsl = lsl()
+    name, outlet = _marker_outlet(pylsl)
+    feed = LslMarkerFeed(name, StimulusTracker(), timeout=10)
+    try:
+        wait_until(outlet.have_consumers, 5, what="the feed to connect")
+        t = pylsl.local_clock()
+        outlet.push_sample(['{"event": "onset", "image": "seven"}'], t)  # killed the feed's thread before
+        outlet.push_sample([onset_marker(3, 1)], t + 0.1)
+        wait_until(lambda: feed.onsets(), 5, what="the good onset")
+        assert feed.onsets() == [(pytest.approx(t + 0.1), 3)] and feed.malformed == 1
+        assert feed.failure is None and feed.at(t + 0.2) == 3
+    finally:
+        feed.close()
+
+
+@pytest.mark.lsl
+@pytest.mark.timeout(60)
+def test_marker_feed_failure_surfaces_to_its_reader():
+    """The feed's thread fails: the error (thread, what it was doing) is raised by at() and onsets()."""
+    from rtdecode.lslconfig import lsl
+    from rtdecode.rig import wait_until
+    from rtdecode.sources.markers import LslMarkerFeed
+
+    class FullTracker(StimulusTracker):
+        def add(self, ts, marker):
+            raise RuntimeError("tracker is full")
+
+    pylsl = lsl()
+    name, outlet = _marker_outlet(pylsl)
+    feed = LslMarkerFeed(name, FullTracker(), timeout=10)
+    try:
+        wait_until(outlet.have_consumers, 5, what="the feed to connect")
+        assert feed.at(pylsl.local_clock()) is None  # no failure yet: a plain answer
+        outlet.push_sample([onset_marker(3, 1)], pylsl.local_clock())
+        wait_until(lambda: feed.failure is not None, 5, what="the feed's thread to fail")
+        assert str(feed.failure) == (f"thread 'marker-feed' failed while reading marker stream {name!r}: "
+                                     "RuntimeError: tracker is full")
+        with pytest.raises(RuntimeError, match="tracker is full"):
+            feed.at(0.0)
+        with pytest.raises(RuntimeError, match="tracker is full"):
+            feed.onsets()
+    finally:
+        feed.close()

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
+from ..protocol import to_uint8
 
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601 luminance weights
 
@@ -273,11 +274,9 @@ class PhospheneRenderer:
         return self._to_uint8(self._canvas)
 
     def _to_uint8(self, canvas: np.ndarray) -> np.ndarray:
-        np.clip(canvas, 0.0, 1.0, out=canvas)
-        canvas *= np.float32(255.0)
-        canvas += np.float32(0.5)
-        np.copyto(self._out, canvas[:, :, None], casting="unsafe")
-        return self._out
+        """Grey canvas [H, W] in [0, 1] -> self._out uint8 [H, W, 3], in place (canvas is scratch)."""
+        grey = canvas[:, :, None]
+        return to_uint8(grey, self._out, scratch=grey)
 
     def render(self, image: np.ndarray) -> np.ndarray:
         """Frame (uint8 H x W x 3, or float in [0, 1]) -> phosphene image uint8 [H_out, W_out, 3]."""
@@ -289,9 +288,7 @@ class PhospheneRenderer:
     def side_by_side(self, image: np.ndarray, gap: int = 4) -> np.ndarray:
         """[frame resized to the output size | gap | phosphenes] as a new uint8 [H, 2W + gap, 3]."""
         h, w = self.size
-        img = np.asarray(image)
-        if img.dtype != np.uint8:
-            img = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        img = to_uint8(image)
         if img.ndim == 2:
             img = np.repeat(img[:, :, None], 3, axis=2)
         rows = (np.arange(h) * img.shape[0]) // h

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
+from ..protocol import to_uint8 as quantise
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +44,8 @@ def upscale(image: np.ndarray, size: int, *, smooth: bool = False) -> np.ndarray
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
-    a = np.asarray(image)
-    if a.dtype != np.uint8:
-        a = (np.clip(a, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    """An image (uint8, or float in [0, 1]; H x W x 3 or H x W grey) as uint8 H x W x 3 (protocol.to_uint8)."""
+    a = quantise(image)
     if a.ndim == 2:
         a = np.repeat(a[:, :, None], 3, axis=2)
     return a

@@ -1,42 +1,56 @@
 """A tiny local web dashboard: the newest published frame and a latency plot, on 127.0.0.1.
 
-A subscriber thread keeps the newest frame and the last `history` latencies (newest sample ->
-receipt); a standard-library HTTP server serves
-  /              an HTML page that refreshes the two images
+Frames come from a subscriber thread (`Dashboard(address)`), or from the service in the same
+process (`Dashboard(None)` handed to DecoderService as a Sink). The dashboard keeps the newest
+frame and the last `history` latencies (newest sample -> receipt); a standard-library HTTP
+server serves
+  /              an HTML page that refreshes the two images and shows the status
   /frame.png     the newest frame (404 until one arrived)
   /latency.png   latency over the last frames (matplotlib, Agg)
-  /stats.json    frames received, last seq, latency percentiles (ms)
+  /stats.json    frames received, last seq, latency percentiles (ms), malformed messages, the
+                 last error, the receiver's failure, the service's telemetry (when fed one)
 It binds to 127.0.0.1 unless told otherwise; port 0 picks a free port (see `.url`).
+
+Errors: a malformed message is counted, shown as `last_error`, and the receiver carries on. A
+failure of the receiver thread follows rtdecode.threads: stored with context, logged once,
+shown as `receiver_failed` (the page keeps serving the last frame, marked stale by the error);
+`raise_if_failed()` raises it, and so does close() under RTDECODE_RAISE_IN_THREADS.
 """
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import logging
 import threading
+import time
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import numpy as np
 
-from ..protocol import DEFAULT_ADDRESS
+from ..protocol import DEFAULT_ADDRESS, FrameHeader, MalformedFrameError, to_uint8
+from ..threads import ThreadFailure, ThreadGuard, raise_in_threads
 
 log = logging.getLogger(__name__)
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>rtdecode</title></head>
 <body style="background:#111;color:#ddd;font-family:sans-serif">
 <h3>rtdecode: newest frame and latency</h3>
+<p id="e" style="color:#f77">{status}</p>
 <img id="f" src="/frame.png" style="image-rendering:pixelated;width:384px">
 <img id="l" src="/latency.png" style="width:480px"><pre id="s"></pre>
 <script>
-setInterval(() => {
+setInterval(() => {{
   const t = Date.now();
   document.getElementById('f').src = '/frame.png?' + t;
   document.getElementById('l').src = '/latency.png?' + t;
-  fetch('/stats.json').then(r => r.json()).then(j => {
-    document.getElementById('s').textContent = JSON.stringify(j, null, 1); });
-}, 500);
+  fetch('/stats.json').then(r => r.json()).then(j => {{
+    document.getElementById('e').textContent = j.status;
+    document.getElementById('s').textContent = JSON.stringify(j, null, 1); }});
+}}, 500);
 </script></body></html>"""
 
 
@@ -49,47 +63,111 @@ def _png(image: np.ndarray) -> bytes:
 
 
 class Dashboard:
-    """Subscribe to `address` and serve the newest frame and latency at `url` until `close()`."""
+    """Serve the newest frame and latency at `url` until `close()`.
 
-    def __init__(self, address: str = DEFAULT_ADDRESS, *, host: str = "127.0.0.1", port: int = 0,
+    `address`: subscribe to a publisher there; None: no subscriber, frames come through
+    `write` (a Sink, rtdecode.sinks: the service hands it every frame and telemetry snapshot).
+    """
+
+    def __init__(self, address: str | None = DEFAULT_ADDRESS, *, host: str = "127.0.0.1", port: int = 0,
                  history: int = 1000):
-        from ..protocol import FrameSubscriber
-
-        self._sub = FrameSubscriber(address)
         self._lock = threading.Lock()
         self._frame: np.ndarray | None = None
         self._seq: int | None = None
         self._lat_ms: deque[float] = deque(maxlen=int(history))
+        self._telemetry: dict[str, Any] | None = None
         self.frames = 0
+        self.malformed = 0  # messages that were not rtdecode frames (skipped)
+        self.last_error: str | None = None  # the latest malformed message, as text
+        self._guard = ThreadGuard("dashboard-receiver", doing=f"receiving frames from {address}")
         self._stop = threading.Event()
+        self._sub = None
+        if address is not None:
+            from ..protocol import FrameSubscriber
+
+            self._sub = FrameSubscriber(address)
         self._server = ThreadingHTTPServer((host, int(port)), self._handler())
         self._server.daemon_threads = True
         self.url = f"http://{host}:{self._server.server_address[1]}"
-        self._threads = [threading.Thread(target=self._receive, name="dashboard-sub", daemon=True),
-                         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+        self._threads = [threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
                                           name="dashboard-http", daemon=True)]
+        if self._sub is not None:
+            self._threads.append(threading.Thread(target=self._receive, name="dashboard-receiver", daemon=True))
         for t in self._threads:
             t.start()
 
+    # ---- thread failure (rtdecode.threads) ---------------------------------------------------
+    @property
+    def failure(self) -> ThreadFailure | None:
+        """The receiver thread's error with its context, or None."""
+        return self._guard.failure
+
+    def raise_if_failed(self) -> None:
+        self._guard.raise_if_failed()
+
+    # ---- frames in -------------------------------------------------------------------------
+    def write(self, header: FrameHeader, image: np.ndarray, received: float | None = None) -> None:
+        """Sink: take one frame (copied as uint8). `received`: monotonic arrival time (default: now)."""
+        img = to_uint8(image)
+        img = img.copy() if img is image else img  # the caller reuses its buffer
+        lat_ms = ((time.monotonic() if received is None else received) - header.newest_ts) * 1e3
+        with self._lock:
+            self._frame, self._seq = img, header.seq
+            self._lat_ms.append(lat_ms)
+            self.frames += 1
+
+    def write_telemetry(self, record: dict[str, Any]) -> None:
+        """Sink: the service's latest telemetry snapshot, shown in /stats.json."""
+        with self._lock:
+            self._telemetry = dict(record)
+
     def _receive(self) -> None:
-        while not self._stop.is_set():
-            f = self._sub.recv(timeout=0.1)
-            if f is None:
-                continue
-            img = f.image if f.image.dtype == np.uint8 else (np.clip(f.image, 0, 1) * 255 + 0.5).astype(np.uint8)
-            with self._lock:
-                self._frame, self._seq = img, f.header.seq
-                self._lat_ms.append(f.latency_s * 1e3)
-                self.frames += 1
+        with self._guard:
+            while not self._stop.is_set():
+                try:
+                    f = self._sub.recv(timeout=0.1)
+                except MalformedFrameError as e:  # one bad message: count it, show it, carry on
+                    self._skip_malformed(e)
+                    continue
+                if f is not None:
+                    self.write(f.header, f.image, f.received)
+
+    def _skip_malformed(self, error: MalformedFrameError) -> None:
+        with self._lock:
+            self.malformed += 1
+            self.last_error = str(error)
+            first = self.malformed == 1
+        if first:  # once: a stream of bad messages must not flood the log
+            log.warning("dashboard: skipping a malformed message (%s); later ones are only counted", error)
 
     def stats(self) -> dict:
         with self._lock:
             lat = np.asarray(self._lat_ms)
-            out = {"frames": self.frames, "last_seq": self._seq}
+            out: dict[str, Any] = {"frames": self.frames, "last_seq": self._seq, "malformed": self.malformed,
+                                   "last_error": self.last_error}
+            telemetry = self._telemetry
+        failure = self.failure
+        out["receiver_failed"] = None if failure is None else str(failure)
+        out["status"] = self.status()
         if lat.size:
             out["latency_ms"] = {"n": int(lat.size), "median": float(np.median(lat)),
                                  "p95": float(np.percentile(lat, 95)), "max": float(lat.max())}
+        if telemetry is not None:
+            out["telemetry"] = telemetry
         return out
+
+    def status(self) -> str:
+        """The error the page shows: the receiver's failure, else the latest malformed message ('' if none)."""
+        failure = self.failure
+        if failure is not None:
+            return f"receiver stopped: {failure}"
+        with self._lock:
+            if self.last_error is None:
+                return ""
+            return f"skipped {self.malformed} malformed message(s), the last: {self.last_error}"
+
+    def page(self) -> bytes:
+        return PAGE.format(status=html.escape(self.status())).encode()
 
     def frame_png(self) -> bytes | None:
         with self._lock:
@@ -129,7 +207,7 @@ class Dashboard:
             def do_GET(self):  # noqa: N802 - http.server API
                 path = self.path.split("?", 1)[0]
                 if path == "/":
-                    self._send(200, "text/html; charset=utf-8", PAGE.encode())
+                    self._send(200, "text/html; charset=utf-8", dash.page())
                 elif path == "/frame.png":
                     png = dash.frame_png()
                     if png is None:
@@ -146,12 +224,16 @@ class Dashboard:
         return Handler
 
     def close(self) -> None:
+        """Stop serving; under RTDECODE_RAISE_IN_THREADS a failed receiver's error is raised here."""
         self._stop.set()
         self._server.shutdown()
         self._server.server_close()
         for t in self._threads:
             t.join(5)
-        self._sub.close()
+        if self._sub is not None:
+            self._sub.close()
+        if raise_in_threads():
+            self._guard.raise_if_failed()
 
     def __enter__(self) -> Dashboard:
         return self

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from ..protocol import PROTOCOL_VERSION, TOPIC, FrameHeader
+from ..protocol import PROTOCOL_VERSION, TOPIC, FrameHeader, encode_frame
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 class FrameEncoder:
     """Decoder output [3, H, W] float in [0, 1] -> payload [H, W, 3] (uint8 or float32), no allocation.
 
-    Same values as rtdecode.protocol.encode_frame (round half up to 0..255 for uint8).
+    protocol.encode_frame with preallocated buffers: the payload `out` is reused for every frame.
     """
 
     def __init__(self, height: int, width: int, dtype: str = "uint8"):
@@ -36,16 +36,7 @@ class FrameEncoder:
         self.out = np.empty(self.shape, dtype=np.uint8 if dtype == "uint8" else np.float32)
 
     def encode(self, frame_chw: np.ndarray) -> np.ndarray:
-        hwc = np.moveaxis(frame_chw, 0, -1)  # a view
-        if self.dtype == "float32":
-            np.clip(hwc, 0.0, 1.0, out=self.out)
-            return self.out
-        s = self._scratch
-        np.clip(hwc, 0.0, 1.0, out=s)
-        np.multiply(s, 255.0, out=s)
-        np.add(s, 0.5, out=s)
-        np.copyto(self.out, s, casting="unsafe")
-        return self.out
+        return encode_frame(frame_chw, self.dtype, self.out, scratch=self._scratch)
 
 
 STAGE_NAMES = ("pulled", "started", "assembled", "normalised", "inferred", "published")
@@ -99,7 +90,11 @@ class HeaderEncoder:
 
 
 class FramePublisher:
-    """PUB socket for frames. `publish(header, payload)` never blocks; refused sends are counted."""
+    """PUB socket for frames. `publish(header, payload)` never blocks; refused sends are counted.
+
+    The service publishes through `publish` with a pre-encoded header; as a Sink (`write`) it can
+    also be handed to a service as an extra output.
+    """
 
     def __init__(self, address: str, *, sndhwm: int = 4, context: Any = None):
         import zmq
@@ -130,6 +125,13 @@ class FramePublisher:
             return False
         self.sent += 1
         return True
+
+    def write(self, header: FrameHeader, image: np.ndarray) -> None:
+        """Sink: publish (a refused send is counted in `dropped`, as for publish)."""
+        self.publish(header, image)
+
+    def write_telemetry(self, record: dict[str, Any]) -> None:
+        """Sink: nothing to do; the wire carries frames only (their headers hold the stage times)."""
 
     def close(self) -> None:
         self.sock.close(0)

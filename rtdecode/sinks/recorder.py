@@ -23,7 +23,9 @@ Each chunk file holds:
 `FrameRecorder.write(header, image)` is cheap and never blocks: it copies the image into a bounded
 queue and returns; a writer thread builds and flushes chunks (every `chunk_frames` frames or
 `chunk_seconds` seconds, whichever comes first). When the queue is full the frame is dropped and
-counted. `open_recording_dir(path)` reads a directory back.
+counted. A failed writer thread (disk full, directory gone) follows rtdecode.threads: its error is
+stored with context and logged once, the next write() raises it and close() raises SessionError.
+`open_recording_dir(path)` reads a directory back.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import numpy as np
 
 from ..errors import ConfigError, SessionError
 from ..protocol import FrameHeader
+from ..threads import ThreadFailure, ThreadGuard
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +108,7 @@ class ChunkInfo:
 class FrameRecorder:
     """Records frames + headers + telemetry into a directory of atomically renamed HDF5 chunks.
 
+    A Sink (rtdecode.sinks): write, write_telemetry, close.
     Thread-safety: `write` and `write_telemetry` may be called from one producer thread (the
     decoder loop) while the writer thread flushes; `close` from the same producer thread.
     `on_chunk(info: ChunkInfo)` is called from the writer thread after each chunk is in place.
@@ -137,7 +141,7 @@ class FrameRecorder:
         self.dropped = 0  # frames refused because the queue was full
         self.written = 0  # frames in complete chunk files
         self.chunks: list[ChunkInfo] = []
-        self.error: BaseException | None = None
+        self._guard = ThreadGuard("rtdecode-recorder", doing=f"waiting for frames to record in {self.directory}")
         self._queue: queue.Queue = queue.Queue(maxsize=int(queue_size))
         self._telemetry: list[dict] = []
         self._tele_lock = threading.Lock()
@@ -149,11 +153,29 @@ class FrameRecorder:
         self._thread = threading.Thread(target=self._run, name="rtdecode-recorder", daemon=True)
         self._thread.start()
 
+    # ---- thread failure (rtdecode.threads) ---------------------------------------------------
+    @property
+    def failure(self) -> ThreadFailure | None:
+        """The writer thread's error with its context, or None."""
+        return self._guard.failure
+
+    @property
+    def error(self) -> BaseException | None:
+        """The writer thread's exception, or None."""
+        return self._guard.error
+
+    def raise_if_failed(self) -> None:
+        self._guard.raise_if_failed()
+
     # ---- producer side (hot path) --------------------------------------------------------
     def write(self, header: FrameHeader, image: np.ndarray, received: float | None = None) -> None:
-        """Queue one frame (copied); never blocks. `received`: monotonic time of arrival (default: now)."""
+        """Queue one frame (copied); never blocks. `received`: monotonic time of arrival (default: now).
+
+        Raises the writer thread's error once it has failed (nothing more would be written).
+        """
         if self._closed:
             raise ConfigError("FrameRecorder.write() after close()")
+        self._guard.raise_if_failed()
         self.received += 1
         try:
             self._queue.put_nowait(_Item(header, np.array(image, copy=True),
@@ -183,8 +205,8 @@ class FrameRecorder:
         if self._thread.is_alive():
             log.warning("recorder writer did not finish within %.1f s; %d frames may be lost",
                         timeout, self._queue.qsize())
-        if self.error is not None:
-            raise SessionError(f"recording to {self.directory} failed: {self.error}") from self.error
+        if self.failure is not None:
+            raise SessionError(f"recording to {self.directory} failed: {self.failure}") from self.error
 
     def __enter__(self) -> FrameRecorder:
         return self
@@ -198,43 +220,41 @@ class FrameRecorder:
 
     # ---- writer thread -------------------------------------------------------------------
     def _run(self) -> None:
+        with self._guard:  # an error is stored with context and logged once; write()/close() raise it
+            self._write_chunks()
+
+    def _write_chunks(self) -> None:
         pending: list[_Item] = []
         started = time.monotonic()
-        try:
-            while True:
-                wait = max(0.0, started + self.chunk_seconds - time.monotonic()) if pending else 0.5
-                try:
-                    item = self._queue.get(timeout=wait)
-                except queue.Empty:
-                    item = None
-                if item is _STOP:
-                    break
-                if item is not None:
-                    if pending and (item.image.shape != pending[0].image.shape
-                                    or item.image.dtype != pending[0].image.dtype):
-                        self._flush(pending)
-                        pending = []
-                    if not pending:
-                        started = time.monotonic()
-                    pending.append(item)
-                if pending and (len(pending) >= self.chunk_frames
-                                or time.monotonic() - started >= self.chunk_seconds):
+        while True:
+            wait = max(0.0, started + self.chunk_seconds - time.monotonic()) if pending else 0.5
+            try:
+                item = self._queue.get(timeout=wait)
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                break
+            if item is not None:
+                if pending and (item.image.shape != pending[0].image.shape
+                                or item.image.dtype != pending[0].image.dtype):
                     self._flush(pending)
                     pending = []
-            while True:  # anything queued after the stop marker (should be none)
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is not _STOP:
-                    pending.append(item)
-            if pending:
+                if not pending:
+                    started = time.monotonic()
+                pending.append(item)
+            if pending and (len(pending) >= self.chunk_frames
+                            or time.monotonic() - started >= self.chunk_seconds):
                 self._flush(pending)
-        except BaseException as e:  # noqa: BLE001 - reported by close(); re-raised in tests
-            self.error = e
-            log.exception("recorder writer thread failed")
-            if os.environ.get("RTDECODE_RAISE_IN_THREADS") == "1":
-                raise
+                pending = []
+        while True:  # anything queued after the stop marker (should be none)
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP:
+                pending.append(item)
+        if pending:
+            self._flush(pending)
 
     def _flush(self, items: list[_Item]) -> None:
         import h5py
@@ -242,6 +262,7 @@ class FrameRecorder:
         index = len(self.chunks)
         final = self.directory / f"chunk-{index:06d}.h5"
         tmp = self.directory / f".{final.name}.tmp"
+        self._guard.doing = f"writing chunk {index} ({len(items)} frames) to {final}"
         t0 = time.monotonic()
         with self._tele_lock:
             tele, self._telemetry = self._telemetry, []
@@ -276,7 +297,9 @@ class FrameRecorder:
         log.debug("chunk %d: %d frames (seq %d..%d) in %.1f ms", index, n, info.first_seq, info.last_seq,
                   (time.monotonic() - t0) * 1e3)
         if self.on_chunk is not None:
+            self._guard.doing = f"reporting chunk {index} to on_chunk"
             self.on_chunk(info)
+        self._guard.doing = f"waiting for frames to record in {self.directory}"
 
 
 # ---- reading ------------------------------------------------------------------------------

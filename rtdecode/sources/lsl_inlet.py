@@ -18,6 +18,9 @@
   with StreamLostError after `reconnect_timeout_s`.
 - Optional marker inlet (string stream, JSON markers per rtdecode.sessions.recording.parse_marker),
   polled by the same thread; onsets land in `markers` as (lsl_time, event dict).
+- A failure of the thread (StreamLostError after the reconnect timeout, or anything else)
+  follows rtdecode.threads: stored with context in `failure`, logged once, the loop is woken;
+  the service stops (or re-raises it under RTDECODE_RAISE_IN_THREADS).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from ..lslconfig import lsl
 from ..ringbuffer import FLAG_DISORDER, FLAG_GAP, FLAG_NAN, RingBuffer
 from ..sessions.recording import parse_marker
 from ..telemetry import Telemetry
+from ..threads import ThreadFailure, ThreadGuard
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +85,8 @@ class LslSource:
     """The MUA stream (and optional marker stream) read into a RingBuffer by a background thread.
 
     Use: `src = LslSource(...); src.open(); src.start(); ...; src.stop()`. `ring`, `markers`,
-    `info` and `error` are read by the serve loop; `wake` is set after every chunk.
+    `info` and `failure` are read by the serve loop; `wake` is set after every chunk and when the
+    thread ends.
     """
 
     def __init__(self, query: str, *, n_channels: int, sampling_rate_hz: float, capacity: int,
@@ -111,7 +116,7 @@ class LslSource:
         self._since_wake = 0
         self.ring = RingBuffer(self.capacity, self.n_channels)
         self.markers: deque[tuple[float, dict]] = deque(maxlen=10000)
-        self.error: BaseException | None = None
+        self._guard = ThreadGuard(f"lsl-inlet-{query}", doing=f"reading stream {query!r}")
         self.info: dict[str, Any] = {}
         self.converted_from_double = False
         self.clock_offset_s = 0.0  # LSL time_correction of the data stream (remote -> local clock)
@@ -226,19 +231,30 @@ class LslSource:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def failure(self) -> ThreadFailure | None:
+        """The pull thread's error with its context (rtdecode.threads), or None."""
+        return self._guard.failure
+
+    @property
+    def error(self) -> BaseException | None:
+        """The pull thread's exception, or None."""
+        return self._guard.error
+
+    def raise_if_failed(self) -> None:
+        self._guard.raise_if_failed()
+
     def _run(self) -> None:
         pylsl = lsl()
         try:
-            while not self._stop.is_set():
-                try:
-                    self._pull_once()
-                except pylsl.util.LostError:
-                    self._reconnect()
-                if self._marker_inlet is not None:
-                    self._pull_markers()
-        except BaseException as e:  # noqa: BLE001 - stored and handed to the service
-            self.error = e
-            log.error("LSL inlet thread stopped: %s: %s", type(e).__name__, e)
+            with self._guard:
+                while not self._stop.is_set():
+                    try:
+                        self._pull_once()
+                    except pylsl.util.LostError:
+                        self._reconnect()
+                    if self._marker_inlet is not None:
+                        self._pull_markers()
         finally:
             self.wake.set()
 
@@ -364,6 +380,7 @@ class LslSource:
         if not self.reconnect:
             raise StreamLostError("the outlet vanished and reconnect is off", stream=name)
         log.warning("stream %r lost after sample %d; reconnecting (source_id %r)", name, self.ring.count, sid)
+        self._guard.doing = f"reconnecting to stream {name!r}"
         backoff = self.backoff_s
         while not self._stop.is_set():
             if sid:
@@ -379,6 +396,7 @@ class LslSource:
                 self.telemetry.reconnects += 1
                 self.telemetry.event("reconnected", after_s=time.monotonic() - lost_at, sample=self.ring.count)
                 log.warning("stream %r back after %.2f s", name, time.monotonic() - lost_at)
+                self._guard.doing = f"reading stream {self.query!r}"
                 return
             waited = time.monotonic() - lost_at
             if waited >= self.reconnect_timeout_s:

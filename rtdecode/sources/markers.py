@@ -2,16 +2,24 @@
 
   StimulusTracker   onset/offset markers (LSL time, image index) -> the image shown at any time
   LslMarkerFeed     a background thread pulling an LSL marker stream into a StimulusTracker
+
+A malformed marker (an image index that is not a number) is counted and skipped; a failure
+of the feed's thread follows rtdecode.threads and surfaces to the reader: `at()` and `onsets()`
+raise it.
 """
 
 from __future__ import annotations
 
 import bisect
+import logging
 import threading
 from typing import Any
 
 from ..errors import ConfigError
 from ..sessions.recording import parse_marker
+from ..threads import ThreadFailure, ThreadGuard
+
+log = logging.getLogger(__name__)
 
 
 class StimulusTracker:
@@ -25,16 +33,23 @@ class StimulusTracker:
         self._images: list[int] = []
         self._offsets: list[float] = []
 
-    def add(self, ts: float, marker: str | dict[str, Any]) -> None:
+    def add(self, ts: float, marker: str | dict[str, Any]) -> bool | None:
+        """Record an onset/offset marker. None: not an image marker (ignored); False: malformed
+        (an onset whose image index is not a number; ignored); True: recorded."""
         ev = parse_marker(marker) if isinstance(marker, str) else marker
-        if not ev or ev.get("image") is None:
-            return
-        if ev.get("event") == "onset":
-            i = bisect.bisect(self._onsets, ts)
-            self._onsets.insert(i, float(ts))
-            self._images.insert(i, int(ev["image"]))
-        elif ev.get("event") == "offset":
+        if not ev or ev.get("image") is None or ev.get("event") not in ("onset", "offset"):
+            return None
+        if ev["event"] == "offset":
             bisect.insort(self._offsets, float(ts))
+            return True
+        try:
+            image = int(ev["image"])
+        except (TypeError, ValueError, OverflowError):
+            return False
+        i = bisect.bisect(self._onsets, ts)
+        self._onsets.insert(i, float(ts))
+        self._images.insert(i, image)
+        return True
 
     def at(self, ts: float) -> int | None:
         """Image index on screen at LSL time `ts`, or None (blank / before the first onset)."""
@@ -56,7 +71,11 @@ class StimulusTracker:
 
 
 class LslMarkerFeed:
-    """Reads an LSL marker stream in a background thread into a StimulusTracker."""
+    """Reads an LSL marker stream in a background thread into a StimulusTracker.
+
+    `malformed` counts markers skipped as malformed. A failed thread (rtdecode.threads) is
+    raised to the reader by `at()` and `onsets()`, and is in `failure`.
+    """
 
     def __init__(self, name: str, tracker: StimulusTracker, *, timeout: float = 5.0):
         from ..lslconfig import lsl
@@ -73,26 +92,51 @@ class LslMarkerFeed:
         self.inlet.open_stream(timeout)
         self.tracker = tracker
         self.lock = threading.Lock()
+        self.malformed = 0
+        self._guard = ThreadGuard("marker-feed", doing=f"reading marker stream {name!r}")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="marker-feed", daemon=True)
         self._thread.start()
 
+    @property
+    def failure(self) -> ThreadFailure | None:
+        return self._guard.failure
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._guard.error
+
+    def raise_if_failed(self) -> None:
+        self._guard.raise_if_failed()
+
     def _run(self) -> None:
-        # pull_chunk with a timeout waits for a full buffer: poll without one instead
-        while not self._stop.is_set():
-            samples, stamps = self.inlet.pull_chunk(timeout=0.0)
-            if not stamps:
-                self._stop.wait(0.01)
-                continue
-            with self.lock:
-                for s, t in zip(samples, stamps, strict=False):
-                    self.tracker.add(t, s[0])
+        with self._guard:
+            # pull_chunk with a timeout waits for a full buffer: poll without one instead
+            while not self._stop.is_set():
+                samples, stamps = self.inlet.pull_chunk(timeout=0.0)
+                if not stamps:
+                    self._stop.wait(0.01)
+                    continue
+                with self.lock:
+                    for s, t in zip(samples, stamps, strict=False):
+                        if self.tracker.add(t, s[0]) is False:
+                            self._skip_malformed(s[0])
+
+    def _skip_malformed(self, marker: str) -> None:
+        self.malformed += 1
+        if self.malformed == 1:  # once: a stream of bad markers must not flood the log
+            log.warning("marker feed: skipping a malformed marker %.200r (its image index is not a number); "
+                        "later ones are only counted", marker)
 
     def at(self, ts: float) -> int | None:
+        """The image on screen at LSL time `ts` (None: blank); raises the thread's error if it failed."""
+        self._guard.raise_if_failed()
         with self.lock:
             return self.tracker.at(ts)
 
     def onsets(self) -> list[tuple[float, int]]:
+        """Every onset so far; raises the thread's error if it failed."""
+        self._guard.raise_if_failed()
         with self.lock:
             return self.tracker.onsets()
 
