@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("LSLAPICFG", str(ROOT / "deploy" / "lsl_api.cfg"))
-# Background threads raise instead of logging and carrying on (see rtdecode/sources).
+# Owners raise a background thread's error instead of carrying on (see rtdecode/threads.py).
 os.environ.setdefault("RTDECODE_RAISE_IN_THREADS", "1")
 
 
