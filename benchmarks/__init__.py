@@ -44,7 +44,7 @@ def run_suite(parts=PARTS, *, quick: bool = False, out_dir="bench-results", note
                 if chosen:
                     series[f"inference_latency_{engine.replace('-', '_')}"] = chosen
         if "e2e" in parts or "first-try" in parts:
-            from .end_to_end import run_e2e_part
+            from .e2e_part import run_e2e_part
 
             got, s = run_e2e_part(Path(work) / "e2e", quick=quick, parts=tuple(parts), progress=progress,
                                   threads=threads)

@@ -4,8 +4,9 @@ Policy (see docs/serving.md):
 - ConfigError, LayoutError, ModelError, StreamMismatchError: stop at start-up, nothing decoded.
 - StreamNotFoundError: stop after the resolve timeout, listing the streams that were seen.
 - StreamLostError: reconnect with backoff, count the gap, resume publishing.
-- BadSamplesError: skip (or flag) the frame whose window holds them; never crash.
 - EngineError: stop; an engine that cannot run is never replaced silently.
+Bad samples (NaN/Inf, gaps, disordered timestamps) are no exception: the serve loop counts them
+and skips or flags each window that holds them (ServeConfig.on_bad_samples).
 """
 
 from __future__ import annotations
@@ -67,7 +68,3 @@ class StreamLostError(RtdecodeError, ConnectionError):
     def __init__(self, message: str, *, stream: str):
         self.stream = stream
         super().__init__(f"stream {stream!r}: {message}")
-
-
-class BadSamplesError(RtdecodeError, ValueError):
-    """Samples hold NaN/Inf or the window spans a gap."""

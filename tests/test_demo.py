@@ -65,8 +65,7 @@ def test_model_seed_lookup():
 
 
 def test_demo_with_the_bundled_model(tmp_path):
-    if not bundled_model().exists():
-        pytest.skip("the bundled demo model rtdecode/assets/demo/model.onnx is not committed yet")
+    assert bundled_model().is_file(), f"the bundled demo model is missing: {bundled_model()}"
     from rtdecode.cli import main
 
     out = tmp_path / "demo-output"

@@ -253,7 +253,6 @@ def test_summarise_keys(rng):
 
 def test_evaluate_checkpoint_with_learned_rfs(tmp_path, rng):
     """A real training checkpoint (training.checkpoint) is run with torch; its rf_centres() are scored."""
-    pytest.importorskip("torch")
     from rtdecode.training import checkpoint
     from rtdecode.training.config import preset
     from rtdecode.training.model import HomeomorphicDecoder

@@ -7,20 +7,19 @@ import logging
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from rtdecode.errors import ConfigError  # noqa: E402
-from rtdecode.training.config import TrainConfig, load_config, preset  # noqa: E402
-from rtdecode.training.losses import DecoderLoss, ImagePool  # noqa: E402
-from rtdecode.training.model import (  # noqa: E402
+from rtdecode.errors import ConfigError
+from rtdecode.training.config import TrainConfig, load_config, preset
+from rtdecode.training.losses import DecoderLoss, ImagePool
+from rtdecode.training.model import (
     GaussianRFLayer,
     HomeomorphicDecoder,
     PatchDiscriminator,
     UNetGenerator,
     count_parameters,
 )
-from rtdecode.training.vgg import expected_shapes, load_vgg  # noqa: E402
+from rtdecode.training.vgg import expected_shapes, load_vgg
 
 
 @pytest.fixture(autouse=True)

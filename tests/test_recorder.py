@@ -22,6 +22,7 @@ import pytest
 from rtdecode.cli import main as cli_main
 from rtdecode.errors import ConfigError
 from rtdecode.protocol import FrameHeader
+from rtdecode.sinks.publisher import FramePublisher
 from rtdecode.sinks.recorder import FrameRecorder, open_recording_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,29 +41,16 @@ def make_header(seq: int, shape=SHAPE, dtype: str = "uint8") -> FrameHeader:
 
 
 class TestPublisher:
-    """Publishes deterministic frames from a thread until stopped (FramePublisher, or raw PUB)."""
+    """Publishes deterministic frames from a FramePublisher in a thread until stopped."""
 
     __test__ = False
 
     def __init__(self, period_s: float = 0.003):
-        import zmq
-
         self.period = period_s
         self.sent = 0
-        try:
-            from rtdecode.sinks.publisher import FramePublisher
-
-            self._pub = FramePublisher("tcp://127.0.0.1:*", sndhwm=1000)
-            self.address = self._pub.endpoint
-            self._send = self._pub.publish
-        except ImportError:
-            from rtdecode.protocol import TOPIC
-
-            self._sock = zmq.Context.instance().socket(zmq.PUB)
-            self._sock.setsockopt(zmq.LINGER, 0)
-            port = self._sock.bind_to_random_port("tcp://127.0.0.1")
-            self.address = f"tcp://127.0.0.1:{port}"
-            self._send = lambda h, img: self._sock.send_multipart((TOPIC, h.to_bytes(), img), copy=True)
+        self._pub = FramePublisher("tcp://127.0.0.1:*", sndhwm=1000)
+        self.address = self._pub.endpoint
+        self._send = self._pub.publish
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -82,10 +70,7 @@ class TestPublisher:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(5)
-        if hasattr(self, "_pub"):
-            self._pub.sock.close(0)
-        else:
-            self._sock.close(0)
+        self._pub.sock.close(0)
 
 
 class RecordChild:

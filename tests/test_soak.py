@@ -17,8 +17,7 @@ LATENCY_KEYS = ("count", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "p99.9_ms", "m
 
 @pytest.fixture(scope="module")
 def soak(tmp_path_factory):
-    if not DEMO_MODEL.exists():
-        pytest.skip("the bundled demo model is not committed")
+    assert DEMO_MODEL.is_file(), f"the bundled demo model is missing: {DEMO_MODEL}"
     out = tmp_path_factory.mktemp("soak")
     results = run_soak(duration_s=4.0, stride_ms=16.0, out_dir=out, tag="test", n_images=6, progress_s=0,
                        loop_s=1.5)

@@ -10,18 +10,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from rtdecode.contract import read_contract  # noqa: E402
-from rtdecode.errors import ModelError  # noqa: E402
-from rtdecode.layout import ElectrodeLayout  # noqa: E402
-from rtdecode.training.checkpoint import load_checkpoint, load_decoder  # noqa: E402
-from rtdecode.training.config import TrainConfig  # noqa: E402
-from rtdecode.training.data import DecodingData  # noqa: E402
-from rtdecode.training.export import check_parity, export_checkpoint, read_rf_metadata  # noqa: E402
-from rtdecode.training.train import resume_config, train  # noqa: E402
-from rtdecode.windows import Normaliser, map_mask, spatial_plan, spatiotemporal_plan  # noqa: E402
+from rtdecode.contract import read_contract
+from rtdecode.errors import ModelError
+from rtdecode.layout import ElectrodeLayout
+from rtdecode.sim.macaque import VirtualMacaque
+from rtdecode.training.checkpoint import load_checkpoint, load_decoder
+from rtdecode.training.config import TrainConfig
+from rtdecode.training.data import DecodingData
+from rtdecode.training.export import check_parity, export_checkpoint, read_rf_metadata
+from rtdecode.training.train import resume_config, train
+from rtdecode.windows import Normaliser, map_mask, spatial_plan, spatiotemporal_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 16
@@ -239,9 +239,8 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_cli_simulate_train_export(tmp_path):
-    sim = pytest.importorskip("rtdecode.sim.macaque")
     session = tmp_path / "s.h5"
-    sim.VirtualMacaque(seed=0, image_size=32).simulate_session(session, n_images=40, known_rfs=True,
+    VirtualMacaque(seed=0, image_size=32).simulate_session(session, n_images=40, known_rfs=True,
                                                               progress=False)
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({"preset": "fast", "image_size": 32, "widths": [8, 16, 32],

@@ -236,7 +236,7 @@ def assemble_onset_maps(mua: Any, onsets: np.ndarray, plan: WindowPlan, layout: 
     order = np.argsort(onsets, kind="stable")
     sorted_on = onsets[order]
     n_total = int(mua.shape[0])
-    bar = progress_bar(total=int(onsets.size), desc=desc, enabled=progress)
+    bar = progress_bar(int(onsets.size), desc, enabled=progress, unit="trial")
     i = 0
     while i < sorted_on.size:
         start = int(sorted_on[i])

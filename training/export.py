@@ -32,6 +32,7 @@ from torch import nn
 from rtdecode.contract import INPUT_NAME, OUTPUT_NAME, read_contract
 from rtdecode.errors import ModelError
 from rtdecode.onnx_io import attach_contract, save_model
+from rtdecode.progress import ProgressBar, progress_bar
 
 from .checkpoint import contract_from_checkpoint, load_checkpoint, model_from_checkpoint
 from .model import HomeomorphicDecoder
@@ -105,7 +106,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, name: str | No
                       real_inputs: np.ndarray | None = None, opset: int = 18, progress: bool = True,
                       tol: float = PARITY_TOL) -> ExportReport:
     """Checkpoint -> self-contained .onnx with the rtdecode contract; parity-checked; read back."""
-    steps = _Steps(progress, total=5)
+    steps = _Steps(progress_bar(5, "export", enabled=progress, unit="step"))
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt)
     config = json.loads(ckpt["config"])
@@ -231,22 +232,15 @@ def _quiet_export(module: nn.Module, example: torch.Tensor, path: Path, batch: A
 
 
 class _Steps:
-    def __init__(self, enabled: bool, total: int):
-        self.bar = None
-        if enabled:
-            try:
-                from tqdm.auto import tqdm
+    """Each export step logged and shown on the progress bar."""
 
-                self.bar = tqdm(total=total, desc="export", unit="step", leave=False)
-            except ImportError:
-                self.bar = None
+    def __init__(self, bar: ProgressBar):
+        self.bar = bar
 
     def done(self, what: str) -> None:
         log.info("export: %s", what)
-        if self.bar is not None:
-            self.bar.set_postfix_str(what[:60], refresh=False)
-            self.bar.update(1)
+        self.bar.set_postfix(what[:60])
+        self.bar.update(1)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        self.bar.close()

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from rtdecode.errors import ConfigError
+from rtdecode.progress import progress_bar
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -178,7 +179,7 @@ def train(data: Any, config: TrainConfig, out_dir: str | Path, *, resume: str | 
 
     x_all = torch.as_tensor(data.train_x)
     y_all = torch.as_tensor(data.train_y)
-    bar = _bar(total, step, progress)
+    bar = progress_bar(total, "train", enabled=progress, unit="step", initial=step, leave=True, mininterval=1.0)
     t0 = time.perf_counter()
     running: dict[str, float] = {}
     model.train()
@@ -227,7 +228,7 @@ def train(data: Any, config: TrainConfig, out_dir: str | Path, *, resume: str | 
         step += 1
         bar.update(1)
         if step % config.log_every == 0:
-            bar.set_postfix({k: f"{v:.4f}" for k, v in running.items()}, refresh=False)
+            bar.set_postfix({k: f"{v:.4f}" for k, v in running.items()})
             if not progress:
                 log.info("step %d/%d %s", step, total, " ".join(f"{k}={v:.4f}" for k, v in running.items()))
 
@@ -241,7 +242,7 @@ def train(data: Any, config: TrainConfig, out_dir: str | Path, *, resume: str | 
             improved = value > best if higher_better else value < best
             msg = (f"step {step}/{total} epoch {step / steps_per_epoch:.2f}: val L1 {metrics['l1']:.4f}, "
                    f"val pixel corr {metrics['pixel_corr']:.4f}" + (" (best)" if improved else ""))
-            _write(bar, msg, progress)
+            bar.write(msg)
             log.info(msg)
             if improved:
                 best = value
@@ -267,32 +268,6 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
         pe.mul_(decay).add_(p.detach(), alpha=1.0 - decay)
     for be, b in zip(ema.buffers(), model.buffers(), strict=True):
         be.copy_(b)
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def set_postfix(self, *a: Any, **k: Any) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _bar(total: int, initial: int, enabled: bool) -> Any:
-    if not enabled:
-        return _NoBar()
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return _NoBar()
-    return tqdm(total=total, initial=initial, desc="train", unit="step", mininterval=1.0)
-
-
-def _write(bar: Any, msg: str, progress: bool) -> None:
-    if progress and hasattr(bar, "write"):
-        bar.write(msg)
 
 
 def train_from_source(source: str | Path, config: TrainConfig, out_dir: str | Path, *,

@@ -16,41 +16,12 @@ Registry names:
 
 from __future__ import annotations
 
-import importlib
-from abc import ABC, abstractmethod
 from typing import Any
 
-import numpy as np
-
 from ..errors import EngineError
+from .base import REGISTRY, Engine, factory
 
-
-class Engine(ABC):
-    """One decoder ready to run. `infer` may reuse its output buffer between calls."""
-
-    name: str = "engine"
-
-    @abstractmethod
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        """x: float32 [1, M, E] (C-contiguous) -> float32 [1, 3, H, W]."""
-
-    def describe(self) -> str:
-        """One line: engine, device, precision, providers."""
-        return self.name
-
-    def close(self) -> None:  # noqa: B027 - optional hook
-        """Release device resources."""
-
-
-# name -> "module:factory"; the factory is called as factory(model_path, contract, **options)
-REGISTRY: dict[str, str] = {
-    "onnxruntime": "rtdecode.engines.ort:create_cpu",
-    "ort-cuda": "rtdecode.engines.ort_gpu:create_cuda",
-    "ort-tensorrt": "rtdecode.engines.ort_gpu:create_tensorrt_ep",
-    "tensorrt": "rtdecode.engines.tensorrt:create",
-    "torch-cuda": "rtdecode.engines.torch_engine:create_cuda",
-    "torch-cpu": "rtdecode.engines.torch_engine:create_cpu",
-}
+__all__ = ["REGISTRY", "Engine", "create_engine"]
 
 
 def create_engine(name: str, model_path: str, contract: Any, **options: Any) -> Engine:
@@ -61,10 +32,9 @@ def create_engine(name: str, model_path: str, contract: Any, **options: Any) -> 
         return choose_engine(model_path, contract, **options)
     if name not in REGISTRY:
         raise EngineError(f"unknown engine; expected one of {sorted(REGISTRY) + ['auto']}", engine=name)
-    module, _, factory_name = REGISTRY[name].partition(":")
-    factory = getattr(importlib.import_module(module), factory_name)
+    make = factory(name)
     try:
-        return factory(model_path, contract, **options)
+        return make(model_path, contract, **options)
     except TypeError as e:  # an option the engine does not take: say which, not a bare TypeError
         if "unexpected keyword argument" not in str(e):
             raise

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..contract import INPUT_NAME, OUTPUT_NAME
 from ..errors import EngineError
-from . import Engine
+from .base import Engine
 
 GRAPH_OPT = ("disable", "basic", "extended", "all")
 

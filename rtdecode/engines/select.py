@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EngineError
-from . import REGISTRY, Engine
+from .base import REGISTRY, Engine, factory
 
 log = logging.getLogger(__name__)
 
@@ -115,13 +115,6 @@ PROBES: dict[str, Callable[[str, dict[str, Any]], str | None]] = {
 }
 
 
-def _factory(name: str) -> Callable[..., Engine]:
-    import importlib
-
-    module, _, attr = REGISTRY[name].partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
 def choose_engine(model_path: str, contract: Any, *, order: Sequence[str] = ORDER,
                   probes: dict[str, Callable[[str, dict[str, Any]], str | None]] | None = None,
                   factories: dict[str, Callable[..., Engine]] | None = None, **opts: Any) -> Engine:
@@ -148,7 +141,7 @@ def choose_engine(model_path: str, contract: Any, *, order: Sequence[str] = ORDE
             continue
         own = {k: v for k, v in opts.items() if k in ACCEPTS.get(name, frozenset(opts))}
         try:
-            engine = (factories.get(name) or _factory(name))(model_path, contract, **own)
+            engine = (factories.get(name) or factory(name))(model_path, contract, **own)
         except EngineError as e:
             skipped.append((name, str(e)))
             continue

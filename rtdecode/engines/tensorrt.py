@@ -28,7 +28,7 @@ import numpy as np
 
 from ..contract import INPUT_NAME, OUTPUT_NAME
 from ..errors import EngineError, ModelError
-from . import Engine
+from .base import Engine
 
 log = logging.getLogger(__name__)
 

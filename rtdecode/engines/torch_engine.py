@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EngineError
-from . import Engine
+from .base import Engine
 
 log = logging.getLogger(__name__)
 

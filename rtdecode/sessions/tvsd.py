@@ -249,7 +249,7 @@ class TVSDFolder:
 
         files = resolve_images([self.image_path_of(k) for k in ids], things_dir, source=str(self.images_path))
         out = np.empty((len(files), 3, size, size), dtype=np.float32)
-        bar = progress_bar(len(files), "THINGS images", enabled=progress)
+        bar = progress_bar(len(files), "THINGS images", enabled=progress, unit="img")
         for i, p in enumerate(files):
             with Image.open(p) as im:
                 out[i] = image_to_array(im, size)
@@ -285,7 +285,8 @@ class TVSDFolder:
             raise ConfigError(f"the window plan needs {plan.span} samples after the onset but TVSD trials hold "
                               f"{N_BINS - self.onset_bin}")
         out = np.empty((self.trials.size, *assembler.shape), dtype=np.float32)
-        bar = progress_bar(int(self.trials.size), f"windows {self.mua_path.name}", enabled=progress)
+        bar = progress_bar(int(self.trials.size), f"windows {self.mua_path.name}", enabled=progress,
+                           unit="trial")
         for n, (_, block) in enumerate(self.iter_trial_blocks(self.trials)):
             assembler.assemble(block[self.onset_bin:], out[n])
             bar.update(1)

@@ -23,7 +23,6 @@ session file and a live Recording built from the same seed and images hold ident
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -34,10 +33,9 @@ import numpy as np
 
 from ..errors import ConfigError, SessionError
 from ..layout import ElectrodeLayout, tvsd_monkey_n
+from ..progress import progress_bar
 from ..sessions.recording import Block, Recording, offset_marker, onset_marker
 from .stimuli import conform_images, dead_leaves, load_image_folder
-
-log = logging.getLogger(__name__)
 
 SAMPLING_RATE_HZ = 1000.0  # 1 sample per ms: every time below in ms is also in samples
 BASELINE_MS = 500
@@ -135,7 +133,8 @@ class VirtualMacaque:
         """Image-specific drive of every channel, float32 [K, C] (0 for channels not driven)."""
         images = conform_images(images, self.image_size)
         out = np.zeros((images.shape[0], self.layout.n_channels), dtype=np.float32)
-        bar = _Progress(images.shape[0], "responses", enabled=progress and images.shape[0] > 4 * batch)
+        bar = progress_bar(images.shape[0], "responses", enabled=progress and images.shape[0] > 4 * batch,
+                           unit="img")
         for s in range(0, images.shape[0], batch):
             out[s:s + batch] = _drive(images[s:s + batch], self.params, self._pool, self.image_size)
             bar.update(min(batch, images.shape[0] - s))
@@ -191,7 +190,7 @@ class VirtualMacaque:
         desc = description or (f"virtual macaque (seed {self.seed}), {imgs.shape[0]} images, "
                                f"{on_ms} ms on / {off_ms} ms off")
         synth = self._synth(imgs, on_ms, off_ms, progress)
-        bar = _Progress(order.size, "simulate", enabled=progress)
+        bar = progress_bar(order.size, "simulate", enabled=progress, unit="trial")
         with SessionWriter(path, layout, self.sampling_rate_hz, description=desc,
                            attrs={"seed": self.seed, "simulator": json.dumps(sim_attrs)}) as w:
             pending: list[np.ndarray] = []
@@ -253,7 +252,7 @@ class VirtualMacaque:
             raise ConfigError(f"n_images must be at least 1, got {n_images}")
         seed = self.seed if image_seed is None else int(image_seed)
         out = np.empty((n, self.image_size, self.image_size, 3), dtype=np.uint8)
-        bar = _Progress(n, "images", enabled=progress and n > 200)
+        bar = progress_bar(n, "images", enabled=progress and n > 200, unit="img")
         for s in range(0, n, 100):
             out[s:s + 100] = dead_leaves(min(100, n - s), self.image_size, seed, start=s)
             bar.update(min(100, n - s))
@@ -558,31 +557,3 @@ def _strip_rfs(layout: ElectrodeLayout) -> ElectrodeLayout:
     """The layout without RF information (a lab that has not mapped RFs)."""
     return ElectrodeLayout(layout.name, layout.arrays, layout.areas, layout.usable, None, None,
                            layout.broken_arrays)
-
-
-class _Progress:
-    """tqdm when importable, else a log line every ~10%."""
-
-    def __init__(self, total: int, desc: str, enabled: bool = True):
-        self.total, self.desc, self.n, self._next = total, desc, 0, 0.1
-        self._bar = None
-        self.enabled = enabled
-        if enabled:
-            try:
-                from tqdm import tqdm
-
-                self._bar = tqdm(total=total, desc=desc, unit="img", leave=False)
-            except ImportError:
-                pass
-
-    def update(self, k: int) -> None:
-        self.n += k
-        if self._bar is not None:
-            self._bar.update(k)
-        elif self.enabled and self.total and self.n / self.total >= self._next:
-            log.info("%s: %d/%d images", self.desc, self.n, self.total)
-            self._next += 0.1
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
