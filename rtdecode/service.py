@@ -391,9 +391,4 @@ class DecoderService:
         return True
 
 
-def run_service(config: ServeConfig, **kwargs: Any) -> ServeSummary:
-    """Convenience: build and run a DecoderService (blocking)."""
-    return DecoderService(config, **kwargs).run()
-
-
-__all__ = ["DecoderService", "ServeSummary", "ServeConfig", "run_service", "RtdecodeError"]
+__all__ = ["DecoderService", "ServeSummary", "ServeConfig", "RtdecodeError"]
