@@ -268,3 +268,22 @@ def rf_scale_sigma_px(sigmas: np.ndarray, areas: np.ndarray | list[str], image_w
     if not sel.any():
         return None
     return float(np.median(s[sel]) * image_width_px)
+
+
+def interval_summary(scores: dict[str, np.ndarray], *, floor: dict[str, np.ndarray] | None = None,
+                     n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict[str, Any]:
+    """Means with bootstrap intervals of per_image_scores, the rank distribution, and gains over a floor.
+
+    -> {'pixel_corr', 'ssim', 'top1' (means), 'ci': {metric: [lo, hi]}, 'rank': rank_summary,
+        'gain_over_floor': {metric: {'mean', 'lo', 'hi'}} (only with floor)}.
+    """
+    out: dict[str, Any] = {"ci": {}}
+    for key in ("pixel_corr", "ssim", "top1"):
+        m = mean_ci(scores[key], n_boot=n_boot, level=level, seed=seed)
+        out[key] = m["mean"]
+        out["ci"][key] = [m["lo"], m["hi"]]
+    out["rank"] = rank_summary(scores["rank"])
+    if floor is not None:
+        out["gain_over_floor"] = {key: paired_difference(scores[key], floor[key], n_boot=n_boot, level=level,
+                                                         seed=seed) for key in ("pixel_corr", "ssim")}
+    return out
