@@ -141,7 +141,7 @@ def naturalistic_layers(seed: int, index: int, size: int = 64, *, supersample: i
     colour-opponent textures, under a linear illumination gradient. Objects, painted back to front:
     ellipses, star-shaped polygons and elongated bars at random orientations (edges at every
     orientation), sizes drawn with density ~ r^-2 between r_min and r_max (fractions of the width),
-    each with its own base colour, 1/f texture (spectral slope 0.8-1.8) and shading (a lit and a
+    each with its own base colour, 1/f texture (spectral slope 0.7-1.5) and shading (a lit and a
     shadowed side; ellipses are shaded like a sphere). Rendered at `supersample` x the size and
     box-filtered.
 
@@ -153,12 +153,12 @@ def naturalistic_layers(seed: int, index: int, size: int = 64, *, supersample: i
     hi = int(size) * ss
     rng = np.random.default_rng([int(seed), 0x4A7, int(index)])
     y, x = (np.mgrid[0:hi, 0:hi].astype(np.float32) + 0.5) / hi
-    canvas = _textured_surface(rng, hi, _natural_colours(rng, 1)[0], x, y, slope=rng.uniform(1.1, 1.7),
-                               contrast=rng.uniform(0.1, 0.35))
+    canvas = _textured_surface(rng, hi, _natural_colours(rng, 1)[0], x, y, slope=rng.uniform(0.9, 1.4),
+                               contrast=rng.uniform(0.15, 0.45))
     theta, offset = rng.uniform(0, 2 * np.pi), rng.uniform(-0.35, 0.35)
     side = (x - 0.5) * np.cos(theta) + (y - 0.5) * np.sin(theta) > offset
-    other = _textured_surface(rng, hi, _natural_colours(rng, 1)[0], x, y, slope=rng.uniform(1.1, 1.7),
-                              contrast=rng.uniform(0.1, 0.35))
+    other = _textured_surface(rng, hi, _natural_colours(rng, 1)[0], x, y, slope=rng.uniform(0.9, 1.4),
+                              contrast=rng.uniform(0.15, 0.45))
     canvas[side] = other[side]
     k = int(rng.integers(n_objects[0], n_objects[1] + 1))
     u = rng.random(k)
@@ -170,8 +170,8 @@ def naturalistic_layers(seed: int, index: int, size: int = 64, *, supersample: i
         full[j] = int(mask.sum())
         if not full[j]:
             continue
-        surface = _textured_surface(rng, hi, _natural_colours(rng, 1)[0], x, y, slope=rng.uniform(0.8, 1.8),
-                                    contrast=rng.uniform(0.1, 0.5), shade=shade)
+        surface = _textured_surface(rng, hi, _natural_colours(rng, 1)[0], x, y, slope=rng.uniform(0.7, 1.5),
+                                    contrast=rng.uniform(0.15, 0.55), shade=shade)
         canvas[mask] = surface[mask]
         labels[mask] = j
     visible = np.bincount(labels[labels >= 0].ravel(), minlength=k)[:k]
