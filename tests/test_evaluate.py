@@ -283,7 +283,7 @@ def test_evaluate_checkpoint_with_learned_rfs(tmp_path, rng):
 
 # ---- baselines, oracle, intervals (issue 10) ---------------------------------------------------
 def test_evaluate_scores_floor_both_ridges_and_oracle_and_names_the_strongest(tmp_path, rng):
-    from rtdecode.training.evaluate import NO_FEATURE_WEIGHTS
+    from rtdecode.training.evaluate import no_feature_weights
 
     write_tiny_session(tmp_path / "s.h5", rng, n_images=80)
     d = load_decoding_data(tmp_path / "s.h5", image_size=16, seed=0, progress=False)
@@ -320,7 +320,8 @@ def test_evaluate_scores_floor_both_ridges_and_oracle_and_names_the_strongest(tm
     want = np.mean(np.asarray(rep["per_image"]["model"]["pixel_corr"])
                    - np.asarray(rep["per_image"][sb["name"]]["pixel_corr"]))
     assert c["pixel_corr"]["mean"] == pytest.approx(want)
-    assert rep["feature_corr"] == NO_FEATURE_WEIGHTS and rep["feature_corr"].startswith("not computed: no weights file")
+    assert rep["feature_corr"] == {"alexnet": no_feature_weights("alexnet"), "vgg19": no_feature_weights("vgg19")}
+    assert rep["feature_corr"]["vgg19"].startswith("not computed: no weights file")
     paths = write_report(rep, d, tmp_path / "out", n_grid=3)
     md = paths["table"].read_text()
     assert "| floor | baseline |" in md and "gain over floor" in md and f"strongest baseline: {sb['name']}" in md
@@ -373,3 +374,43 @@ def test_vgg_feature_correlations_from_a_weights_file(tmp_path, rng):
     assert r["same"].shape == (5, 1)
     np.testing.assert_allclose(r["same"], 1.0, atol=1e-4)
     assert r["noise"][0, 0] < 0.5  # (deep layers of an untrained VGG respond alike to anything)
+
+
+def test_alexnet_feature_correlation_in_the_report(tmp_path, rng):
+    torch = pytest.importorskip("torch")
+    from rtdecode.training.feature_corr import ALEXNET_LAYERS, alexnet_features, load_alexnet
+
+    torch.manual_seed(0)
+    sd = {f"features.{k}": v for k, v in alexnet_features().state_dict().items()}
+    torch.save(sd, tmp_path / "alexnet.pth")
+    torch.save({**sd, "features.0.weight": sd["features.0.weight"][:, :1]}, tmp_path / "bad.pth")
+    with pytest.raises(ConfigError, match=r"'features.0.weight' has shape \[64, 1, 11, 11\], expected \[64, 3, 11, 11\]"):
+        load_alexnet(tmp_path / "bad.pth")
+    write_tiny_session(tmp_path / "s.h5", rng, n_images=40)
+    d = load_decoding_data(tmp_path / "s.h5", image_size=16, seed=0, progress=False)
+    rep = evaluate(d, alexnet_weights=tmp_path / "alexnet.pth", n_boot=100)
+    fc = rep["feature_corr"]["alexnet"]
+    assert fc["layers"] == list(ALEXNET_LAYERS) and set(fc["decoders"]) == set(rep["metrics"])
+    conv1 = {name: e["conv1"]["mean"] for name, e in fc["decoders"].items()}
+    assert conv1["oracle"] > conv1["floor"]  # the blurred original is closer to it than the mean image
+    g = fc["decoders"]["oracle"]["conv1"]["gain_over_floor"]
+    assert g["lo"] <= g["mean"] <= g["hi"] and "gain_over_floor" not in fc["decoders"]["floor"]["conv1"]
+    assert rep["feature_corr"]["vgg19"].startswith("not computed")
+    table = format_table(rep)
+    assert "feature correlation (vgg19): not computed" in table and "feature correlation (alexnet)" not in table
+
+
+def test_cli_evaluate_one_ridge_plan_and_a_given_oracle_blur(tmp_path, rng):
+    write_tiny_session(tmp_path / "s.h5", rng)
+    d = load_decoding_data(tmp_path / "s.h5", image_size=16, seed=0, progress=False)
+    r = RidgeDecoder.fit(d.train_x, d.train_y, d.mask, val_x=d.val_x, val_y=d.val_y)
+    save_model(r.to_onnx(d.contract("ridge")), tmp_path / "m.onnx")
+    from rtdecode.cli import main
+
+    assert main(["evaluate", "--model", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "s.h5"), "--out",
+                 str(tmp_path / "ev"), "--ridge-windows", "spatiotemporal", "--oracle-sigma-px", "2.0",
+                 "--bootstrap", "100", "--no-progress"]) == 0
+    rep = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert set(rep["metrics"]) == {"model", "floor", "ridge_spatiotemporal", "oracle"}
+    assert rep["oracle"]["sigma_px"] == 2.0 and rep["bootstrap"]["n_boot"] == 100
+    assert (tmp_path / "ev" / "report.md").exists() and (tmp_path / "ev" / "ranks.png").exists()

@@ -8,8 +8,8 @@
 - the oracle ceiling: the original blurred to the RF scale (median V1 RF sigma in pixels).
 Metrics (rtdecode.metrics): pixel correlation, SSIM, their gains over the floor (paired), top-1
 identification over the whole set with its rank distribution, 2-/5-way identification, all with
-seeded bootstrap 95 % intervals over images; feature-space correlation through VGG19 when the
-user gives its weights file. The strongest baseline is chosen on the validation split (mean pixel
+seeded bootstrap 95 % intervals over images; feature-space correlation through AlexNet (the
+paper's) and/or VGG19 when the user gives their weights files. The strongest baseline is chosen on the validation split (mean pixel
 correlation), and each decoder's paired difference from it is reported. RF recovery on the
 virtual macaque (learned vs ground-truth centres) as before.
 `write_report` saves report.json, report.md (the table), grid.png (originals, floor, best ridge,
@@ -52,8 +52,13 @@ from .ridge import RidgeDecoder
 log = logging.getLogger(__name__)
 RF_META_KEY = "training.rf_centres"
 INTERNAL_KEYS = ("reconstructions", "ridge_decoder")  # in-memory only, not written to report.json
-NO_FEATURE_WEIGHTS = ("not computed: no weights file (give --vgg-weights FILE, a torchvision vgg19 state dict; "
-                      "nothing is downloaded)")
+FEATURE_NETWORKS = ("alexnet", "vgg19")
+
+
+def no_feature_weights(network: str) -> str:
+    """What the report says where a network's feature correlation was not computed."""
+    return (f"not computed: no weights file (give --{network}-weights FILE, a torchvision {network} state dict; "
+            "nothing is downloaded)")
 
 
 def data_options_from_contract(contract: Any) -> dict[str, Any]:
@@ -164,7 +169,7 @@ def evaluate(data: DecodingData, *, model: str | Path | None = None, checkpoint:
              split: str = "test", ridge: bool = True, seed: int = 0, threads: int = 2,
              baseline_data: Sequence[DecodingData] = (), oracle: bool = True,
              oracle_sigma_px: float | None = None, vgg_weights: str | Path | None = None,
-             n_boot: int = 2000) -> dict[str, Any]:
+             alexnet_weights: str | Path | None = None, n_boot: int = 2000) -> dict[str, Any]:
     """Scores of each decoder, the floor, the ridge baselines and the oracle on one split.
 
     baseline_data: the same recording and split loaded with other window plans (one ridge each).
@@ -272,8 +277,9 @@ def evaluate(data: DecodingData, *, model: str | Path | None = None, checkpoint:
         name: {"vs": strongest, **{k: paired_difference(scores[name][k], scores[strongest][k], n_boot=n_boot,
                                                         seed=seed) for k in ("pixel_corr", "ssim", "top1")}}
         for name in decoders}
-    report["feature_corr"] = (NO_FEATURE_WEIGHTS if vgg_weights is None else
-                              _feature_report(recon, y, vgg_weights, n_boot=n_boot, seed=seed))
+    weights = {"alexnet": alexnet_weights, "vgg19": vgg_weights}
+    report["feature_corr"] = {net: no_feature_weights(net) if w is None else
+                              _feature_report(net, recon, y, w, n_boot=n_boot, seed=seed) for net, w in weights.items()}
 
     if data.rf_true is not None and data.rf_known is not None:
         report["rf_recovery"]["layout_known_rfs"] = rf_recovery(data.rf_known, data.rf_true, areas, width)
@@ -301,20 +307,23 @@ def _oracle_sigma(data: DecodingData, given: float | None) -> tuple[float | None
     return None, "no V1 RF widths known (layout or ground truth); give --oracle-sigma-px"
 
 
-def _feature_report(recon: dict[str, np.ndarray], originals: np.ndarray, weights: str | Path, *, n_boot: int,
-                    seed: int) -> dict[str, Any]:
-    """Per-layer VGG19 feature correlation of every reconstruction set, with intervals and floor gains."""
+def _feature_report(network: str, recon: dict[str, np.ndarray], originals: np.ndarray, weights: str | Path, *,
+                    n_boot: int, seed: int) -> dict[str, Any]:
+    """Per-layer feature correlation of every reconstruction set, with intervals and floor gains."""
     from rtdecode.metrics import mean_ci
 
-    from .feature_corr import VGG_LAYERS, vgg_feature_correlations
+    from . import feature_corr as fc
 
     t0 = time.perf_counter()
-    r = vgg_feature_correlations(recon, originals, weights)
-    out: dict[str, Any] = {"network": "VGG19", "weights": str(weights), "layers": list(VGG_LAYERS),
+    if network == "alexnet":
+        layers, r = fc.ALEXNET_LAYERS, fc.alexnet_feature_correlations(recon, originals, weights)
+    else:
+        layers, r = fc.VGG_LAYERS, fc.vgg_feature_correlations(recon, originals, weights)
+    out: dict[str, Any] = {"network": network, "weights": str(weights), "layers": list(layers),
                            "unit": "per-image Pearson r of the flattened feature map", "decoders": {}}
     for name, per_layer in r.items():
         entry: dict[str, Any] = {}
-        for li, layer in enumerate(VGG_LAYERS):
+        for li, layer in enumerate(layers):
             entry[layer] = mean_ci(per_layer[li], n_boot=n_boot, seed=seed)
             if name != "floor" and "floor" in r:
                 entry[layer]["gain_over_floor"] = paired_difference(per_layer[li], r["floor"][li], n_boot=n_boot,
@@ -435,9 +444,9 @@ def _summary_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"oracle: originals blurred with sigma {o['sigma_px']:.2f} px ({o['sigma_from']})")
     elif o:
         lines.append(f"oracle: {o}")
-    fc = report.get("feature_corr")
-    if isinstance(fc, str):
-        lines.append(f"feature correlation: {fc}")
+    for net, fc in (report.get("feature_corr") or {}).items():
+        if isinstance(fc, str):
+            lines.append(f"feature correlation ({net}): {fc}")
     return lines
 
 
@@ -463,8 +472,9 @@ def format_markdown(report: dict[str, Any]) -> str:
     for name, b in report.get("baselines", {}).items():
         if "alpha" in b:
             lines.append(f"- {name}: alpha {b['alpha']:.3g} chosen on {b['alpha_chosen_on']}, {b['features']} features")
-    fc = report.get("feature_corr")
-    if isinstance(fc, dict):
+    for fc in (report.get("feature_corr") or {}).values():
+        if not isinstance(fc, dict):
+            continue
         layers = fc["layers"]
         lines += ["", f"## Feature correlation ({fc['network']}, {fc['unit']})", "",
                   "| decoder | " + " | ".join(layers) + " |", "|---|" + "---|" * len(layers)]

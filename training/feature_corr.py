@@ -14,10 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from rtdecode.errors import ConfigError
 
 VGG_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+ALEXNET_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
+ALEXNET_TAPS = (1, 4, 7, 9, 11)  # torchvision alexnet().features index of each conv layer's ReLU
 
 
 def _row_corr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -60,3 +63,62 @@ def vgg_feature_correlations(images: dict[str, np.ndarray], originals: np.ndarra
     from .vgg import load_vgg
 
     return feature_correlations(images, originals, load_vgg(weights), batch=batch)
+
+
+def alexnet_features() -> nn.Sequential:
+    """torchvision's AlexNet convolutional part (same layer indices), up to the conv5 ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(3, 64, 11, stride=4, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
+        nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
+        nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU())
+
+
+class AlexNetFeatures(nn.Module):
+    """Frozen AlexNet returning the five conv-layer ReLU maps of an image batch in [0, 1]."""
+
+    def __init__(self, state_dict: dict[str, torch.Tensor], *, source: str = "AlexNet weights"):
+        from .vgg import IMAGENET_MEAN, IMAGENET_STD
+
+        super().__init__()
+        self.features = alexnet_features()
+        own = {}
+        for name, ref in self.features.state_dict().items():
+            key = f"features.{name}" if f"features.{name}" in state_dict else name
+            if key not in state_dict:
+                raise ConfigError(f"{source}: tensor 'features.{name}' is missing; expected a torchvision alexnet "
+                                  "state dict (features.N.weight / features.N.bias)")
+            t = state_dict[key]
+            if tuple(t.shape) != tuple(ref.shape):
+                raise ConfigError(f"{source}: tensor 'features.{name}' has shape {list(t.shape)}, expected "
+                                  f"{list(ref.shape)} (is this an AlexNet state dict?)")
+            own[name] = t.float()
+        self.features.load_state_dict(own)
+        self.requires_grad_(False)
+        self.eval()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    def forward(self, img: torch.Tensor) -> list[torch.Tensor]:
+        x = nn.functional.interpolate(img, size=(224, 224), mode="bilinear", align_corners=False)
+        x = (x - self.mean) / self.std
+        out = []
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in ALEXNET_TAPS:
+                out.append(x)
+        return out
+
+
+def load_alexnet(path: str | Path) -> AlexNetFeatures:
+    """AlexNet features from the user's weights file (.pth or .safetensors); a clear ConfigError for a wrong file."""
+    from .vgg import read_state_dict
+
+    return AlexNetFeatures(read_state_dict(path), source=str(path))
+
+
+def alexnet_feature_correlations(images: dict[str, np.ndarray], originals: np.ndarray, weights: str | Path, *,
+                                 batch: int = 16) -> dict[str, np.ndarray]:
+    """feature_correlations through AlexNet (ALEXNET_LAYERS) loaded from the user's weights file."""
+    return feature_correlations(images, originals, load_alexnet(weights), batch=batch)

@@ -6,7 +6,7 @@ Writes report.json (pixel correlation and SSIM with their gains over the floor, 
 set and its rank distribution, 2-/5-way identification, 95% bootstrap intervals; the strongest
 baseline, chosen on validation, and each decoder's paired difference from it; RF recovery on the
 virtual macaque), report.md (the table), grid.png and ranks.png, and prints a small table.
-An .onnx alone needs no torch; --checkpoint and --vgg-weights need the train extra.
+An .onnx alone needs no torch; --checkpoint and --alexnet-/--vgg19-weights need the train extra.
 """
 
 from __future__ import annotations
@@ -35,8 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--oracle-sigma-px", type=float, default=None,
                    help="blur of the oracle (originals at the RF scale); default: the median V1 RF sigma of "
                         "the layout's mapped RFs, else of the simulator's ground truth")
-    p.add_argument("--vgg-weights", default=None,
-                   help="torchvision vgg19 state dict (.pth/.safetensors): adds feature-space correlation "
+    p.add_argument("--alexnet-weights", default=None,
+                   help="torchvision alexnet state dict (.pth/.safetensors): adds AlexNet feature correlation "
+                        "as in the paper (needs torch; nothing is downloaded)")
+    p.add_argument("--vgg19-weights", "--vgg-weights", dest="vgg_weights", default=None,
+                   help="torchvision vgg19 state dict (.pth/.safetensors): adds VGG19 feature correlation "
                         "(needs torch; nothing is downloaded)")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the 95%% intervals")
     p.add_argument("--grid", type=int, default=10, help="images shown in grid.png")
@@ -83,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate(data, model=args.model, checkpoint=args.checkpoint, split=args.split,
                       ridge=not args.no_ridge, seed=opts.get("seed", 0), threads=args.threads,
                       baseline_data=others, oracle_sigma_px=args.oracle_sigma_px, vgg_weights=args.vgg_weights,
-                      n_boot=args.bootstrap)
+                      alexnet_weights=args.alexnet_weights, n_boot=args.bootstrap)
     if args.ridge_onnx and not args.no_ridge:
         from pathlib import Path
 
