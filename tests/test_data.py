@@ -23,7 +23,7 @@ def small_layout(n_per: int = 8, rf: np.ndarray | None = None) -> ElectrodeLayou
 
 
 def write_session(path, rng, *, n_images=20, reps=2, size=16, trial_len=300, layout=None,
-                  nan_at=None, image_index=None, n_stored_images=None):
+                  nan_at=None, image_index=None, n_stored_images=None, groups=None):
     """A real session: MUA = per-channel linear read-out of the image shown, plus noise."""
     layout = layout or small_layout()
     c = layout.n_channels
@@ -42,7 +42,7 @@ def write_session(path, rng, *, n_images=20, reps=2, size=16, trial_len=300, lay
     with SessionWriter(path, layout, 1000.0) as w:
         w.append(mua, np.arange(t_total) / 1000.0)
         w.set_markers(onsets, onsets + 200, order)
-        w.set_images(images)
+        w.set_images(images, groups=groups)
         w.set_ground_truth(rf_centres=gt, rf_sigmas=np.full(c, 0.05), latency_ms=np.full(c, 40.0))
     return {"mua": mua, "onsets": onsets, "order": order, "images": images, "gt": gt, "layout": layout}
 
@@ -155,3 +155,31 @@ def test_fixed_test_split():
     assert list(test) == [25, 26, 27, 28, 29]
     assert len(val) == round(25 * 0.1 / 0.9) and not set(val) & set(test)
     assert len(train) + len(val) == 25
+
+
+def test_group_split_keeps_sources_disjoint_and_near_the_fractions():
+    ids = np.repeat(np.arange(60), 2)
+    groups = np.arange(60) // 5  # 12 sources of 5 images each
+    for seed in range(5):
+        train, val, test = split_images(ids, (0.8, 0.1, 0.1), seed, groups=groups)
+        g_train, g_val, g_test = (set(groups[s].tolist()) for s in (train, val, test))
+        assert not g_train & g_val and not g_train & g_test and not g_val & g_test
+        assert len(val) == len(test) == 5  # one whole source each: 5 images, the closest to 6
+        assert len(train) + len(val) + len(test) == 60
+    # one big source cannot be split: too few sources leave nothing for a split
+    with pytest.raises(SessionError, match=r"from 2 sources \(split by source\)"):
+        split_images(ids, (0.8, 0.1, 0.1), 0, groups=np.arange(60) // 30)
+
+
+def test_session_image_groups_drive_the_split(tmp_path, rng):
+    groups = np.arange(40) // 4  # 10 sources
+    write_session(tmp_path / "s.h5", rng, n_images=40, reps=1, groups=groups)
+    d = load_decoding_data(tmp_path / "s.h5", image_size=8, split=(0.6, 0.2, 0.2), seed=0, progress=False)
+    assert d.info["split_by"] == "source"
+    g = [set(groups[ids].tolist()) for ids in (d.train_ids, d.val_ids, d.test_ids)]
+    assert not g[0] & g[1] and not g[0] & g[2] and not g[1] & g[2]
+    assert len(d.test_ids) == len(d.val_ids) == 8
+    np.testing.assert_allclose(d.rf_sigma_true, 0.05)  # ground-truth RF widths per decoder electrode
+    plain = tmp_path / "p.h5"
+    write_session(plain, rng, n_images=40, reps=1)
+    assert load_decoding_data(plain, image_size=8, progress=False).info["split_by"] == "image"

@@ -184,8 +184,9 @@ def test_evaluate_onnx_equals_numpy_ridge_and_rf_recovery(tmp_path, rng):
     save_model(model, tmp_path / "m.onnx")
     read_contract(tmp_path / "m.onnx")
     rep = evaluate(d, model=tmp_path / "m.onnx", seed=0)
-    np.testing.assert_allclose(rep["reconstructions"]["model"], rep["reconstructions"]["ridge"], atol=2e-4)
-    m, b = rep["metrics"]["model"], rep["metrics"]["ridge"]
+    np.testing.assert_allclose(rep["reconstructions"]["model"], rep["reconstructions"]["ridge_spatiotemporal"],
+                               atol=2e-4)
+    m, b = rep["metrics"]["model"], rep["metrics"]["ridge_spatiotemporal"]
     assert m["pixel_corr"] == pytest.approx(b["pixel_corr"], abs=1e-3)
     assert m["pixel_corr"] > 0.3 and m["id_2way"] > 0.8  # the session is decodable
     assert rep["rf_recovery"]["model"]["all"]["median_pct_width"] == pytest.approx(5.0, abs=1e-3)
@@ -226,13 +227,14 @@ def test_cli_evaluate_writes_report_and_grid_without_torch(tmp_path, rng):
     assert out.returncode == 0, out.stderr
     assert "pixel_corr" in out.stdout and "ridge" in out.stdout
     rep = json.loads((tmp_path / "ev" / "report.json").read_text())
-    for key in ("source", "split", "n_images", "image_size", "windows", "metrics", "rf_recovery", "ridge",
+    for key in ("source", "split", "n_images", "image_size", "windows", "metrics", "rf_recovery", "baselines",
                 "decoders", "image_ids"):
         assert key in rep, key
-    for name in ("model", "ridge"):
+    for name in ("model", "ridge_spatiotemporal"):
         assert set(rep["metrics"][name]) >= {"pixel_corr", "ssim", "id_2way", "id_5way", "n_images"}
     assert rep["image_ids"] == [int(k) for k in d.test_ids]  # same split seed as the model's
-    assert rep["metrics"]["model"]["pixel_corr"] == pytest.approx(rep["metrics"]["ridge"]["pixel_corr"], abs=1e-3)
+    assert rep["metrics"]["model"]["pixel_corr"] == pytest.approx(
+        rep["metrics"]["ridge_spatiotemporal"]["pixel_corr"], abs=1e-3)
     assert rep["rf_recovery"] == {"model": None}  # a ridge model keeps no RF centres
     with Image.open(tmp_path / "ev" / "grid.png") as im:
         assert im.size[0] > 200 and im.size[1] > 100
@@ -276,3 +278,138 @@ def test_evaluate_checkpoint_with_learned_rfs(tmp_path, rng):
     with torch.no_grad():
         want = model(torch.from_numpy(renormalise(d.test_x, d, d.contract("x")))).numpy()
     np.testing.assert_allclose(rep["reconstructions"]["checkpoint"], want, atol=1e-5)
+
+
+# ---- baselines, oracle, intervals (issue 10) ---------------------------------------------------
+def test_evaluate_scores_floor_both_ridges_and_oracle_and_names_the_strongest(tmp_path, rng):
+    from rtdecode.training.evaluate import no_feature_weights
+
+    write_tiny_session(tmp_path / "s.h5", rng, n_images=80)
+    d = load_decoding_data(tmp_path / "s.h5", image_size=16, seed=0, progress=False)
+    sp = load_decoding_data(tmp_path / "s.h5", image_size=16, seed=0, windows="spatial", progress=False)
+    r = RidgeDecoder.fit(d.train_x, d.train_y, d.mask, val_x=d.val_x, val_y=d.val_y)
+    save_model(r.to_onnx(d.contract("ridge")), tmp_path / "m.onnx")
+    rep = evaluate(d, model=tmp_path / "m.onnx", baseline_data=[sp], n_boot=300)
+    m = rep["metrics"]
+    assert set(m) == {"model", "floor", "ridge_spatiotemporal", "ridge_spatial", "oracle"}
+    assert [m[k]["role"] for k in ("model", "floor", "ridge_spatial", "oracle")] == \
+        ["decoder", "baseline", "baseline", "ceiling"]
+    n = rep["n_images"]
+    # the floor shows one image for all: its ranks are a permutation of 1..n, exactly at chance
+    assert m["floor"]["top1"] == pytest.approx(1 / n) and m["floor"]["rank"]["mean"] == pytest.approx((n + 1) / 2)
+    assert "gain_over_floor" not in m["floor"]
+    for name in ("model", "ridge_spatial", "oracle"):
+        g = m[name]["gain_over_floor"]["pixel_corr"]
+        assert g["lo"] <= g["mean"] <= g["hi"]
+        assert g["mean"] == pytest.approx(m[name]["pixel_corr"] - m["floor"]["pixel_corr"])
+    for name, v in m.items():
+        for key in ("pixel_corr", "ssim", "top1"):
+            lo, hi = v["ci"][key]
+            assert lo <= v[key] <= hi, (name, key)
+    # oracle: the originals blurred at the median V1 RF sigma of the ground truth (0.08 x 16 px)
+    assert rep["oracle"]["sigma_px"] == pytest.approx(1.28) and "ground truth" in rep["oracle"]["sigma_from"]
+    assert m["oracle"]["pixel_corr"] > m["model"]["pixel_corr"] > m["floor"]["pixel_corr"]
+    # the strongest baseline is the best on validation, and the model is compared with it (paired)
+    sb = rep["strongest_baseline"]
+    assert sb["chosen_on"] == "val" and set(sb["val_pixel_corr"]) == {"floor", "ridge_spatiotemporal", "ridge_spatial"}
+    assert sb["name"] == max(sb["val_pixel_corr"], key=sb["val_pixel_corr"].get)
+    assert sb["best_ridge"] in ("ridge_spatiotemporal", "ridge_spatial")
+    c = rep["comparisons"]["model"]
+    assert c["vs"] == sb["name"]
+    want = np.mean(np.asarray(rep["per_image"]["model"]["pixel_corr"])
+                   - np.asarray(rep["per_image"][sb["name"]]["pixel_corr"]))
+    assert c["pixel_corr"]["mean"] == pytest.approx(want)
+    assert rep["feature_corr"] == {"alexnet": no_feature_weights("alexnet"), "vgg19": no_feature_weights("vgg19")}
+    assert rep["feature_corr"]["vgg19"].startswith("not computed: no weights file")
+    paths = write_report(rep, d, tmp_path / "out", n_grid=3)
+    md = paths["table"].read_text()
+    assert "| floor | baseline |" in md and "gain over floor" in md and f"strongest baseline: {sb['name']}" in md
+    assert paths["ranks"].exists() and paths["grid"].exists()
+    saved = json.loads(paths["report"].read_text())
+    assert saved["strongest_baseline"]["name"] == sb["name"] and len(saved["per_image"]["oracle"]["rank"]) == n
+    table = format_table(rep)
+    assert "top1" in table and f"strongest baseline: {sb['name']}" in table
+
+
+def test_evaluate_refuses_baselines_on_other_test_images(tmp_path, rng):
+    write_tiny_session(tmp_path / "s.h5", rng)
+    d = load_decoding_data(tmp_path / "s.h5", image_size=16, seed=0, progress=False)
+    other = load_decoding_data(tmp_path / "s.h5", image_size=16, seed=1, windows="spatial", progress=False)
+    with pytest.raises(ModelError, match="ridge_spatial: its test images differ from the model's"):
+        evaluate(d, baseline_data=[other])
+    rep = evaluate(d, oracle_sigma_px=3.0, n_boot=50)  # baselines alone, the oracle's blur given
+    assert rep["oracle"]["sigma_px"] == 3.0 and rep["comparisons"] == {}
+
+
+def test_feature_correlations_with_a_small_extractor(rng):
+    torch = pytest.importorskip("torch")
+    from rtdecode.training.feature_corr import feature_correlations
+
+    def extractor(x):
+        return [x.mean(dim=1, keepdim=True), torch.nn.functional.avg_pool2d(x, 2)]
+
+    x = rng.uniform(size=(5, 3, 8, 8)).astype(np.float32)
+    r = feature_correlations({"same": x, "inverted": 1 - x, "flat": np.full_like(x, 0.5)}, x, extractor, batch=2)
+    assert r["same"].shape == (2, 5)
+    np.testing.assert_allclose(r["same"], 1.0, atol=1e-5)
+    np.testing.assert_allclose(r["inverted"], -1.0, atol=1e-5)
+    np.testing.assert_array_equal(r["flat"], 0.0)  # a constant feature map correlates with nothing
+    with pytest.raises(ConfigError, match="same shape"):
+        feature_correlations({"bad": x[:, :, :4]}, x, extractor)
+
+
+@pytest.mark.slow
+def test_vgg_feature_correlations_from_a_weights_file(tmp_path, rng):
+    torch = pytest.importorskip("torch")
+    from rtdecode.training.feature_corr import vgg_feature_correlations
+    from rtdecode.training.vgg import vgg19_features
+
+    torch.manual_seed(0)
+    sd = {f"features.{k}": v for k, v in vgg19_features().state_dict().items()}
+    torch.save(sd, tmp_path / "vgg19.pth")
+    x = rng.uniform(size=(1, 3, 16, 16)).astype(np.float32)
+    r = vgg_feature_correlations({"same": x, "noise": rng.uniform(size=x.shape).astype(np.float32)}, x,
+                                 tmp_path / "vgg19.pth")
+    assert r["same"].shape == (5, 1)
+    np.testing.assert_allclose(r["same"], 1.0, atol=1e-4)
+    assert r["noise"][0, 0] < 0.5  # (deep layers of an untrained VGG respond alike to anything)
+
+
+def test_alexnet_feature_correlation_in_the_report(tmp_path, rng):
+    torch = pytest.importorskip("torch")
+    from rtdecode.training.feature_corr import ALEXNET_LAYERS, alexnet_features, load_alexnet
+
+    torch.manual_seed(0)
+    sd = {f"features.{k}": v for k, v in alexnet_features().state_dict().items()}
+    torch.save(sd, tmp_path / "alexnet.pth")
+    torch.save({**sd, "features.0.weight": sd["features.0.weight"][:, :1]}, tmp_path / "bad.pth")
+    with pytest.raises(ConfigError, match=r"'features.0.weight' has shape \[64, 1, 11, 11\], expected \[64, 3, 11, 11\]"):
+        load_alexnet(tmp_path / "bad.pth")
+    write_tiny_session(tmp_path / "s.h5", rng, n_images=40)
+    d = load_decoding_data(tmp_path / "s.h5", image_size=16, seed=0, progress=False)
+    rep = evaluate(d, alexnet_weights=tmp_path / "alexnet.pth", n_boot=100)
+    fc = rep["feature_corr"]["alexnet"]
+    assert fc["layers"] == list(ALEXNET_LAYERS) and set(fc["decoders"]) == set(rep["metrics"])
+    conv1 = {name: e["conv1"]["mean"] for name, e in fc["decoders"].items()}
+    assert conv1["oracle"] > conv1["floor"]  # the blurred original is closer to it than the mean image
+    g = fc["decoders"]["oracle"]["conv1"]["gain_over_floor"]
+    assert g["lo"] <= g["mean"] <= g["hi"] and "gain_over_floor" not in fc["decoders"]["floor"]["conv1"]
+    assert rep["feature_corr"]["vgg19"].startswith("not computed")
+    table = format_table(rep)
+    assert "feature correlation (vgg19): not computed" in table and "feature correlation (alexnet)" not in table
+
+
+def test_cli_evaluate_one_ridge_plan_and_a_given_oracle_blur(tmp_path, rng):
+    write_tiny_session(tmp_path / "s.h5", rng)
+    d = load_decoding_data(tmp_path / "s.h5", image_size=16, seed=0, progress=False)
+    r = RidgeDecoder.fit(d.train_x, d.train_y, d.mask, val_x=d.val_x, val_y=d.val_y)
+    save_model(r.to_onnx(d.contract("ridge")), tmp_path / "m.onnx")
+    from rtdecode.cli import main
+
+    assert main(["evaluate", "--model", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "s.h5"), "--out",
+                 str(tmp_path / "ev"), "--ridge-windows", "spatiotemporal", "--oracle-sigma-px", "2.0",
+                 "--bootstrap", "100", "--no-progress"]) == 0
+    rep = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert set(rep["metrics"]) == {"model", "floor", "ridge_spatiotemporal", "oracle"}
+    assert rep["oracle"]["sigma_px"] == 2.0 and rep["bootstrap"]["n_boot"] == 100
+    assert (tmp_path / "ev" / "report.md").exists() and (tmp_path / "ev" / "ranks.png").exists()

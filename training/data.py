@@ -6,7 +6,9 @@ training split only) and targets y [N, 3, H, W] in [0, 1].
 
 The maps come from `rtdecode.windows.WindowAssembler` - the code serving runs - with the stimulus
 onset as the reference sample, so a model sees the same windows in training and in serving.
-Splits are by image (no image in two splits; seeded). Every presentation of a training image is
+Splits are by image (no image in two splits; seeded); when the session says which source each
+image was cut from (/image_groups, e.g. crops of one photograph), by source: no source in two
+splits, so a test crop never shares a photograph with a training crop. Every presentation of a training image is
 one training sample; validation and test maps are averaged over the repetitions of each image.
 For TVSD the dataset's own test images (100 images x 30 repetitions) form the test split and the
 validation images are drawn from its training images.
@@ -61,6 +63,7 @@ class DecodingData:
     rf_known: np.ndarray | None  # [E, 2] the layout's known RF centres (NaN unknown), else None
     source: str
     info: dict[str, Any] = field(default_factory=dict)
+    rf_sigma_true: np.ndarray | None = None  # [E] ground-truth RF widths (virtual macaque), else None
 
     @property
     def n_maps(self) -> int:
@@ -103,6 +106,8 @@ class TrialMaps:
     rf_true: np.ndarray | None  # [C, 2] per stream channel, or None
     test_image_ids: np.ndarray | None  # a source's fixed test images (TVSD), or None
     source: str
+    rf_sigma_true: np.ndarray | None = None  # [C] per stream channel, or None
+    image_groups: np.ndarray | None = None  # int64 [K] source of each image; splits keep sources disjoint
 
 
 # ---- public entry point -------------------------------------------------------------------
@@ -172,12 +177,15 @@ def load_session_trials(path: str | Path, *, windows: str | WindowPlan = "spatio
         rf_true = None
         if gt is not None and np.shape(gt) == (lay.n_channels, 2):
             rf_true = np.asarray(gt, dtype=np.float64)
+        gs = session.ground_truth.get("rf_sigmas")
+        rf_sigma = np.asarray(gs, dtype=np.float64) if gs is not None and np.shape(gs) == (lay.n_channels,) else None
+        groups = session.image_groups
 
         def load_images(ids: np.ndarray, size: int) -> np.ndarray:
             return resize_images(images[np.asarray(ids, dtype=np.int64)], size)
 
         return TrialMaps(lay, plan, maps, img_idx[trial_ids].astype(np.int64), trial_ids, load_images,
-                         rf_true, None, str(path))
+                         rf_true, None, str(path), rf_sigma, groups)
     finally:
         session.close()
 
@@ -187,7 +195,7 @@ def build_decoding_data(trials: TrialMaps, *, image_size: int = 64,
     """Split by image, fit the normaliser on training trials, average val/test per image, load images."""
     fractions = _check_split(split)
     train_img, val_img, test_img = split_images(trials.image_ids, fractions, seed, fixed_test=trials.test_image_ids,
-                                                source=trials.source)
+                                                source=trials.source, groups=trials.image_groups)
     layout, plan = trials.layout, trials.plan
     mask = map_mask(plan, layout)
     in_train = np.isin(trials.image_ids, train_img)
@@ -210,15 +218,17 @@ def build_decoding_data(trials: TrialMaps, *, image_size: int = 64,
     used = layout.used_channels
     rf_true = None if trials.rf_true is None else trials.rf_true[used].astype(np.float64)
     rf_known = None if layout.rf_centres is None else np.asarray(layout.rf_centres, np.float64)[used]
+    rf_sigma = None if trials.rf_sigma_true is None else trials.rf_sigma_true[used].astype(np.float64)
     info = {"n_trials": int(trials.maps.shape[0]), "n_images": int(needed.size),
             "split_images": [int(train_img.size), int(val_img.size), int(test_img.size)],
-            "seed": int(seed), "image_size": int(image_size), "windows": plan.preset}
+            "seed": int(seed), "image_size": int(image_size), "windows": plan.preset,
+            "split_by": "image" if trials.image_groups is None or trials.test_image_ids is not None else "source"}
     log.info("decoding data from %s: %d train samples (%d images), %d val images, %d test images, maps %s",
              trials.source, train_x.shape[0], train_img.size, val_img.size, test_img.size, mask.shape)
     return DecodingData(layout, plan, mask, normaliser,
                         train_x, targets(train_ids), val_x, targets(val_img), test_x, targets(test_img),
                         train_ids.astype(np.int64), val_img.astype(np.int64), test_img.astype(np.int64),
-                        rf_true, rf_known, trials.source, info)
+                        rf_true, rf_known, trials.source, info, rf_sigma)
 
 
 # ---- pieces ----------------------------------------------------------------------------------
@@ -265,16 +275,21 @@ def check_finite_maps(maps: np.ndarray, trial_ids: np.ndarray, layout: Electrode
 
 
 def split_images(image_ids: np.ndarray, split: tuple[float, float, float], seed: int, *,
-                 fixed_test: np.ndarray | None = None, source: str = "data") -> tuple[np.ndarray, ...]:
+                 fixed_test: np.ndarray | None = None, source: str = "data",
+                 groups: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """Seeded split of the distinct images into (train, val, test) id arrays; no image in two splits.
 
     With `fixed_test` (a dataset's own test images), those are the test split and the val images
-    are drawn from the rest in proportion split[1] : split[0].
+    are drawn from the rest in proportion split[1] : split[0]. With `groups` (the source of image
+    k is groups[k]) whole sources are split instead: no source in two splits, each split's share
+    of images as close to its fraction as whole sources allow.
     """
     f_train, f_val, f_test = split = _check_split(split)
     uniq = np.unique(np.asarray(image_ids, dtype=np.int64))
     rng = np.random.default_rng(seed)
-    if fixed_test is not None:
+    if groups is not None and fixed_test is None:
+        test, val, train = _split_groups(uniq, np.asarray(groups, dtype=np.int64), (f_test, f_val), rng, source)
+    elif fixed_test is not None:
         test = np.intersect1d(uniq, np.asarray(fixed_test, dtype=np.int64))
         rest = rng.permutation(np.setdiff1d(uniq, test))
         n_val = int(round(rest.size * f_val / max(f_train + f_val, 1e-12)))
@@ -285,12 +300,41 @@ def split_images(image_ids: np.ndarray, split: tuple[float, float, float], seed:
         n_val = int(round(uniq.size * f_val))
         test, val, train = perm[:n_test], perm[n_test:n_test + n_val], perm[n_test + n_val:]
     need = {"train": (train, f_train, 2), "val": (val, f_val, 1), "test": (test, f_test, 1)}
+    by = "" if groups is None or fixed_test is not None else \
+        f" from {np.unique(np.asarray(groups)[uniq]).size} sources (split by source)"
     for name, (ids, frac, least) in need.items():
         if frac > 0 and ids.size < least:
-            raise SessionError(f"{source}: too few images for the split {tuple(split)}: {uniq.size} distinct images "
-                               f"leave {ids.size} for {name} (needs at least {least}); record more images or "
+            raise SessionError(f"{source}: too few images for the split {tuple(split)}: {uniq.size} distinct images"
+                               f"{by} leave {ids.size} for {name} (needs at least {least}); record more images or "
                                "change the split")
     return np.sort(train), np.sort(val), np.sort(test)
+
+
+def _split_groups(uniq: np.ndarray, groups: np.ndarray, fractions: tuple[float, float], rng: np.random.Generator,
+                  source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(test, val, train) image ids made of whole groups: groups in seeded order fill test, then val."""
+    if uniq.size and (uniq.max() >= groups.size or uniq.min() < 0):
+        raise SessionError(f"{source}: image {int(uniq.max())} has no source group ({groups.size} groups given)")
+    g = groups[uniq]
+    order = rng.permutation(np.unique(g))
+    counts = {int(k): int(np.sum(g == k)) for k in order}
+    parts: list[list[int]] = [[], []]
+    pos = 0
+    for part, frac in enumerate(fractions):
+        target = frac * uniq.size
+        taken = 0
+        # whole groups while they bring the split closer to its share (at least one when frac > 0)
+        while pos < order.size - 1 and frac > 0 and (not parts[part] or abs(taken + counts[int(order[pos])] - target)
+                                                      < abs(taken - target)):
+            parts[part].append(int(order[pos]))
+            taken += counts[int(order[pos])]
+            pos += 1
+    test = uniq[np.isin(g, parts[0])]
+    val = uniq[np.isin(g, parts[1])]
+    train = uniq[~np.isin(g, parts[0] + parts[1])]
+    log.info("%s: split by source: %d/%d/%d sources (%d/%d/%d images) in train/val/test", source,
+             order.size - len(parts[0]) - len(parts[1]), len(parts[1]), len(parts[0]), train.size, val.size, test.size)
+    return test, val, train
 
 
 def average_by_image(maps: np.ndarray, image_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:

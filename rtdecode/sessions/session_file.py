@@ -10,6 +10,8 @@ Layout of a session file (format "rtdecode-session", version 1):
   /markers/offset     int64  [N]     sample index of each stimulus offset
   /markers/image      int64  [N]     index into /images of the image shown
   /images             uint8  [K, H, W, 3] RGB stimuli (attrs: names = JSON list of file names, optional)
+  /image_groups       optional int64 [K]: the source each image was cut from (e.g. the photograph of a
+                      crop; attrs: names = JSON list of group names). Splits keep groups disjoint.
   /ground_truth/      optional, simulated sessions only: rf_centres float [C, 2] (image-normalised),
                       rf_sigmas float [C], latency_ms float [C]
 
@@ -72,13 +74,22 @@ class SessionWriter:
         for name, arr in (("onset", onset), ("offset", offset), ("image", image)):
             g.create_dataset(name, data=np.asarray(arr, dtype=np.int64))
 
-    def set_images(self, images: np.ndarray, names: list[str] | None = None) -> None:
+    def set_images(self, images: np.ndarray, names: list[str] | None = None, groups: np.ndarray | None = None,
+                   group_names: list[str] | None = None) -> None:
+        """/images (and /image_groups: the source of each image, when images share sources)."""
         images = np.asarray(images)
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise SessionError(f"images must be uint8 [K, H, W, 3], got {images.dtype} {images.shape}")
         ds = self._f.create_dataset("images", data=images, compression="gzip", compression_opts=4)
         if names is not None:
             ds.attrs["names"] = json.dumps(list(names))
+        if groups is not None:
+            groups = np.asarray(groups, dtype=np.int64)
+            if groups.shape != (images.shape[0],):
+                raise SessionError(f"need one group per image ({images.shape[0]}), got shape {groups.shape}")
+            g = self._f.create_dataset("image_groups", data=groups)
+            if group_names is not None:
+                g.attrs["names"] = json.dumps(list(group_names))
 
     def set_ground_truth(self, **arrays: np.ndarray) -> None:
         g = self._f.require_group("ground_truth")
@@ -112,6 +123,7 @@ class Session:
     ground_truth: dict[str, np.ndarray]
     attrs: dict[str, Any]
     _file: Any = None
+    image_groups: np.ndarray | None = None  # int64 [K]: source of each image (see /image_groups)
 
     @property
     def n_samples(self) -> int:
@@ -187,8 +199,14 @@ def open_session(path: str | Path, *, need_images: bool = True) -> Session:
         elif need_images:
             raise SessionError(f"{path}: no /images; training and evaluation need the stimuli")
         gt = {k: np.asarray(v) for k, v in f["ground_truth"].items()} if "ground_truth" in f else {}
+        groups = None
+        if "image_groups" in f:
+            groups = np.asarray(f["image_groups"], dtype=np.int64)
+            if images is not None and groups.shape != (images.shape[0],):
+                raise SessionError(f"{path}: /image_groups has shape {groups.shape} but /images holds "
+                                   f"{images.shape[0]} images (one group per image expected)")
         return Session(path, layout, float(f.attrs["sampling_rate_hz"]), mua, ts, onset, offset, image_index,
-                       images, gt, dict(f.attrs), f)
+                       images, gt, dict(f.attrs), f, image_groups=groups)
     except Exception:
         f.close()
         raise

@@ -7,6 +7,14 @@ See docs/virtual-macaque.md for the model.
 """
 
 from .macaque import ElectrodeParams, VirtualMacaque
-from .stimuli import dead_leaves, load_image_folder
+from .stimuli import (
+           STIMULUS_KINDS,
+           dead_leaves,
+           load_image_folder,
+           make_stimuli,
+           naturalistic,
+           photo_crops,
+)
 
-__all__ = ["ElectrodeParams", "VirtualMacaque", "dead_leaves", "load_image_folder"]
+__all__ = ["STIMULUS_KINDS", "ElectrodeParams", "VirtualMacaque", "dead_leaves", "load_image_folder",
+           "make_stimuli", "naturalistic", "photo_crops"]

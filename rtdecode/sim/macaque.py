@@ -35,7 +35,7 @@ from ..errors import ConfigError, SessionError
 from ..layout import ElectrodeLayout, tvsd_monkey_n
 from ..progress import progress_bar
 from ..sessions.recording import Block, Recording, offset_marker, onset_marker
-from .stimuli import conform_images, dead_leaves, load_image_folder
+from .stimuli import STIMULUS_KINDS, StimulusSet, conform_images, load_image_folder, make_stimuli
 
 SAMPLING_RATE_HZ = 1000.0  # 1 sample per ms: every time below in ms is also in samples
 BASELINE_MS = 500
@@ -92,10 +92,11 @@ class VirtualMacaque:
 
     noise scales the noise sd (0 = noiseless responses; 1 = default). The layout decides channel
     count, areas, arrays and which channels are usable; its own RF centres are not used.
+    stimuli: the kind of procedural images shown when none are given (rtdecode.sim.stimuli.STIMULUS_KINDS).
     """
 
     def __init__(self, layout: ElectrodeLayout | None = None, image_size: int = 64, seed: int = 0,
-                 noise: float = 1.0):
+                 noise: float = 1.0, stimuli: str = "dead-leaves"):
         self.layout = layout if layout is not None else tvsd_monkey_n()
         if not isinstance(self.layout, ElectrodeLayout):
             raise ConfigError(f"layout must be an ElectrodeLayout, got {type(self.layout).__name__}")
@@ -108,6 +109,9 @@ class VirtualMacaque:
         self.noise = float(noise)
         if not (np.isfinite(self.noise) and self.noise >= 0):
             raise ConfigError(f"noise must be a finite number >= 0, got {noise}")
+        if stimuli not in STIMULUS_KINDS:
+            raise ConfigError(f"stimulus kind {stimuli!r} is unknown; expected one of {', '.join(STIMULUS_KINDS)}")
+        self.stimuli = stimuli
         self.sampling_rate_hz = SAMPLING_RATE_HZ
         self.params = _make_params(self.layout, self.seed)
         self._pool = {a: _pooling_matrices(self.params, a, self.image_size) for a in AREA_PARAMS}
@@ -172,21 +176,25 @@ class VirtualMacaque:
                          progress: bool = True, description: str = "") -> dict[str, Any]:
         """Write a recorded-session HDF5 file (rtdecode.sessions.session_file format); returns a summary dict.
 
-        images: uint8 [K, H, W, 3], a folder of PNG/JPEG files, or None for n_images dead-leaves
-        images (seeded by image_seed, default the simulator seed). Each image is shown `repeats`
+        images: uint8 [K, H, W, 3], a folder of PNG/JPEG files, or None for n_images procedural images
+        of the simulator's stimulus kind (seeded by image_seed, default the simulator seed; crops of one
+        photograph share a source group in /image_groups). Each image is shown `repeats`
         times (one presentation each in order when repeats == 1, else in a seeded random order).
         """
         from ..sessions.session_file import SessionWriter
 
         t0 = time.perf_counter()
-        imgs, names = self._resolve_images(images, n_images, image_seed, progress)
+        stim = self._resolve_images(images, n_images, image_seed, progress)
+        imgs, names = stim.images, stim.names
         order = self._order(imgs.shape[0], repeats)
         on_ms, off_ms = _check_timing(on_ms, off_ms)
         onset, offset, total = self.schedule(order.size, on_ms, off_ms)
         layout = self.layout_with_rfs() if known_rfs else _strip_rfs(self.layout)
         sim_attrs = {"image_size": self.image_size, "on_ms": on_ms, "off_ms": off_ms, "noise": self.noise,
                      "repeats": int(repeats), "known_rfs": bool(known_rfs), "baseline_ms": BASELINE_MS,
-                     "version": SIM_VERSION, "layout": self.layout.name}
+                     "version": SIM_VERSION, "layout": self.layout.name,
+                     "stimuli": "given" if images is not None else self.stimuli,
+                     "image_seed": None if images is not None else (self.seed if image_seed is None else int(image_seed))}
         desc = description or (f"virtual macaque (seed {self.seed}), {imgs.shape[0]} images, "
                                f"{on_ms} ms on / {off_ms} ms off")
         synth = self._synth(imgs, on_ms, off_ms, progress)
@@ -209,7 +217,7 @@ class VirtualMacaque:
             if w.n_samples != total:
                 raise SessionError(f"internal: wrote {w.n_samples} samples, expected {total}")
             w.set_markers(onset, offset, order)
-            w.set_images(imgs, names)
+            w.set_images(imgs, names, stim.groups, stim.group_names)
             w.set_ground_truth(**self.ground_truth())
         return {"path": str(path), "n_images": int(imgs.shape[0]), "n_trials": int(order.size),
                 "n_samples": int(total), "n_channels": self.layout.n_channels, "layout": self.layout.name,
@@ -223,7 +231,7 @@ class VirtualMacaque:
         Same seed and images => the same samples as simulate_session. endless: after the last
         trial, keep showing the images in fresh seeded random orders, forever.
         """
-        imgs, _ = self._resolve_images(images, n_images, image_seed)
+        imgs = self._resolve_images(images, n_images, image_seed).images
         order = self._order(imgs.shape[0], repeats)
         on_ms, off_ms = _check_timing(on_ms, off_ms)
         total = None if endless else self.schedule(order.size, on_ms, off_ms)[2]
@@ -239,25 +247,25 @@ class VirtualMacaque:
 
     # ---- internals -------------------------------------------------------------------------
     def _resolve_images(self, images: Any, n_images: int | None, image_seed: int | None,
-                        progress: bool = False) -> tuple[np.ndarray, list[str] | None]:
+                        progress: bool = False) -> StimulusSet:
         if images is not None and n_images is not None and not isinstance(images, (str, Path)):
             raise ConfigError("give either images or n_images, not both")
         if isinstance(images, (str, Path)):
             imgs, names = load_image_folder(images, self.image_size, limit=n_images)
-            return imgs, names
+            return StimulusSet(imgs, names)
         if images is not None:
-            return conform_images(images, self.image_size), None
+            return StimulusSet(conform_images(images, self.image_size))
         n = 100 if n_images is None else int(n_images)
         if n < 1:
             raise ConfigError(f"n_images must be at least 1, got {n_images}")
         seed = self.seed if image_seed is None else int(image_seed)
-        out = np.empty((n, self.image_size, self.image_size, 3), dtype=np.uint8)
+        parts = []
         bar = progress_bar(n, "images", enabled=progress and n > 200, unit="img")
         for s in range(0, n, 100):
-            out[s:s + 100] = dead_leaves(min(100, n - s), self.image_size, seed, start=s)
+            parts.append(make_stimuli(self.stimuli, min(100, n - s), self.image_size, seed, start=s))
             bar.update(min(100, n - s))
         bar.close()
-        return out, None
+        return StimulusSet.concat(parts)
 
     def _order(self, n_images: int, repeats: int) -> np.ndarray:
         if int(repeats) < 1:
