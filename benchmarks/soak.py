@@ -26,7 +26,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import shutil
 import sys
 import threading
@@ -36,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from rtdecode.machine import load_average, machine_facts
 from rtdecode.rig import COLUMNS, CpuMeter, FrameLog, Player, Subscriber, free_tcp_address, unique
 from rtdecode.telemetry import latency_summary
 
@@ -91,7 +91,7 @@ def run_soak(*, duration_s: float = 600.0, stride_ms: float = 16.0, model: str |
             if math.isfinite(tel.newest_ts):
                 inlet_age.append((now - t0, now - tel.newest_ts))
             if now >= next_load:
-                load.append((now - t0, os.getloadavg()[0]))
+                load.append((now - t0, (load_average() or [math.nan])[0]))
                 next_load = now + 5.0
             if tel.samples != last_samples:
                 last_samples, last_change = tel.samples, now
@@ -105,7 +105,7 @@ def run_soak(*, duration_s: float = 600.0, stride_ms: float = 16.0, model: str |
             done.wait(0.1)
 
     started_wall = time.time()
-    load_before = list(os.getloadavg())
+    load_before = load_average()
     sub.start()
     try:
         player.start()
@@ -130,9 +130,8 @@ def run_soak(*, duration_s: float = 600.0, stride_ms: float = 16.0, model: str |
                       stride_ms=stride_ms, duration_s=duration_s, warmup_s=warmup_s)
     results.update({"tag": tag, "model": str(model), "model_id": summary.model_id, "engine": summary.engine,
                     "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started_wall)),
-                    "load_average_before": [round(x, 2) for x in load_before],
-                    "load_average_after": [round(x, 2) for x in os.getloadavg()],
-                    "machine": _machine(), "config": {"stride_ms": stride_ms, "duration_s": duration_s,
+                    "load_average_before": load_before, "load_average_after": load_average(),
+                    "machine": machine_facts(), "config": {"stride_ms": stride_ms, "duration_s": duration_s,
                                                       "threads": threads, "seed": seed, "n_images": n_images,
                                                       "stream_loop_s": loop_s}})
     inlet_age = [(t, a) for t, a in inlet_age if warmup_s <= t <= duration_s]  # while the stream ran
@@ -143,15 +142,6 @@ def run_soak(*, duration_s: float = 600.0, stride_ms: float = 16.0, model: str |
                 (work / "subscriber" / name).replace(out / f"soak-{tag}-{name}")
     shutil.rmtree(work, ignore_errors=True)
     return results
-
-
-def _machine() -> dict[str, Any]:
-    try:
-        from rtdecode.machine import machine_facts
-
-        return machine_facts()
-    except Exception:  # the facts are nice to have, never a reason to lose a soak's results
-        return {"cores": os.cpu_count()}
 
 
 def analyse(frames: FrameLog, played: dict, summary: dict, load: list, inlet_age: list, cpu: dict, *,
