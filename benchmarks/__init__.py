@@ -69,16 +69,16 @@ def targets(results: dict) -> list[str]:
     base = e2e.get("inference_alone_ms") or {}
     for row in e2e.get("runs", []):
         lat = row.get("latency_ms", {})
-        if lat.get("n") and base.get("n"):
-            margin = lat["p99"] - (base["p99"] + 2.0)
+        if lat.get("count") and base.get("count"):
+            margin = lat["p99_ms"] - (base["p99_ms"] + 2.0)
             verdict = "met" if margin <= 0 else f"missed by {margin:.2f} ms"
             out.append(f"e2e p99 <= inference p99 + 2 ms at stride {row['stride_ms']:g} ms: "
-                       f"{lat['p99']:.2f} vs {base['p99']:.2f} (inference alone) + 2 -> {verdict}")
+                       f"{lat['p99_ms']:.2f} vs {base['p99_ms']:.2f} (inference alone) + 2 -> {verdict}")
         over = (row.get("stages_ms") or {}).get("e2e_minus_infer") or {}
-        if over.get("n"):
-            verdict = "met" if over["p99"] <= 2.0 else f"missed by {over['p99'] - 2.0:.2f} ms"
+        if over.get("count"):
+            verdict = "met" if over["p99_ms"] <= 2.0 else f"missed by {over['p99_ms'] - 2.0:.2f} ms"
             out.append(f"  per frame, e2e - that frame's inference <= 2 ms at p99 (stride {row['stride_ms']:g} ms): "
-                       f"{over['p99']:.2f} ms -> {verdict}")
+                       f"{over['p99_ms']:.2f} ms -> {verdict}")
     for row in (parts.get("comparison") or {}).get("rows", []):
         r = row["ratio_p50"]
         verdict = "met" if r >= 2.0 else f"missed: {r:.2f}x instead of >= 2x"

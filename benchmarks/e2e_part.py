@@ -1,7 +1,7 @@
 """The suite's end-to-end part: rtdecode's pipeline and the first-try baseline on one model, compared.
 
-Its own module because it drives both end_to_end.py and first_try.py, and first_try.py builds on
-end_to_end.py's harness (pusher, subscriber, CPU meter).
+Its own module because it drives both end_to_end.py and first_try.py, and both run on the
+loopback rig (rtdecode.rig) and share benchmarks/frame_stats.py.
 """
 
 from __future__ import annotations
@@ -26,16 +26,17 @@ def run_e2e_part(work_dir: str | Path, *, quick: bool, parts: tuple[str, ...], p
         for stride in strides:
             row, lat = run_rtdecode(model_path, stride_ms=stride, duration_s=duration, threads=threads,
                                     progress=progress)
-            if row["latency_ms"].get("n"):
-                row["e2e_minus_infer_ms"] = {k: row["latency_ms"][k] - base[k] for k in ("p50", "p99")}
+            if row["latency_ms"].get("count"):
+                row["e2e_minus_infer_ms"] = {k: row["latency_ms"][k] - base[k] for k in ("p50_ms", "p99_ms")}
             runs.append(row)
             lat_series[f"rtdecode stride {stride:g} ms"] = lat
         out["e2e"] = {"model": str(model_path.name), "model_description": model_desc, "engine": desc,
                       "inference_alone_ms": base, "duration_s": duration, "runs": runs,
                       "channels": 1024, "sampling_rate_hz": 1000.0,
                       "notes": [f"model: {model_desc}; engine: {desc}",
-                                f"inference alone (same engine and options, n={base.get('n')}): "
-                                f"p50 {base.get('p50', float('nan')):.2f} ms, p99 {base.get('p99', float('nan')):.2f} ms"]}
+                                f"inference alone (same engine and options, n={base.get('count')}): "
+                                f"p50 {base.get('p50_ms', float('nan')):.2f} ms, "
+                                f"p99 {base.get('p99_ms', float('nan')):.2f} ms"]}
         series.update(lat_series)
     if "first-try" in parts:
         runs = []
@@ -50,8 +51,8 @@ def run_e2e_part(work_dir: str | Path, *, quick: bool, parts: tuple[str, ...], p
         rows = []
         for a, b in zip(out["e2e"]["runs"], out["first_try"]["runs"], strict=True):
             la, lb = a["latency_ms"], b["latency_ms"]
-            if la.get("n") and lb.get("n"):
-                rows.append({"stride_ms": a["stride_ms"], "ratio_p50": lb["p50"] / la["p50"],
-                             "ratio_p99": lb["p99"] / la["p99"]})
+            if la.get("count") and lb.get("count"):
+                rows.append({"stride_ms": a["stride_ms"], "ratio_p50": lb["p50_ms"] / la["p50_ms"],
+                             "ratio_p99": lb["p99_ms"] / la["p99_ms"]})
         out["comparison"] = {"rows": rows}
     return out, series

@@ -15,7 +15,43 @@ from pathlib import Path
 
 import numpy as np
 
-from .end_to_end import CpuMeter, Pusher, Subscriber, analyse_frames, free_tcp_address
+from rtdecode.rig import ChildLink, CpuMeter, FrameTable, Pusher, Subscriber, free_tcp_address
+
+from .frame_stats import analyse_frames
+
+
+def _pickle_subscribe(link: ChildLink, address: str, rcvhwm: int, max_frames: int | None,
+                      keep_images: bool) -> None:
+    """The subscriber child for first-try frames: one pickled dict per frame. Unpickled only
+    because it comes from our own process on loopback; rtdecode itself never sends pickle."""
+    import zmq
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.RCVHWM, rcvhwm)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SUBSCRIBE, b"")
+    sock.connect(address)
+    link.mark_ready()
+    table = FrameTable()
+    cpu0 = time.process_time()
+    while not link.stop.is_set() and (max_frames is None or table.n < max_frames):
+        if not sock.poll(100):
+            continue
+        parts = sock.recv_multipart(copy=True)
+        t = time.monotonic()
+        msg = pickle.loads(parts[-1])
+        table.append(t, float(msg["newest_ts"]), float(msg["ref_time"]), int(msg["seq"]))
+    table.save(link, cpu_s=time.process_time() - cpu0)
+    link.put(done=True, frames=table.n)
+    sock.close(0)
+    ctx.term()
+
+
+class PickleSubscriber(Subscriber):
+    """The rig's subscriber child, reading the first-try pipeline's pickled frames."""
+
+    child = staticmethod(_pickle_subscribe)
 
 
 def naive_model(model_path: str | Path, contract, module=None):
@@ -68,14 +104,14 @@ def run_first_try(model_path: str | Path, *, stride_ms: float, duration_s: float
     pub = ctx.socket(zmq.PUB)
     pub.setsockopt(zmq.LINGER, 0)
     pub.bind(address)
-    with Pusher(duration_s=duration_s + 3.0) as pusher, Subscriber(address, "pickle") as sub:
+    with Pusher.noise(duration_s=duration_s + 3.0) as pusher, PickleSubscriber(address) as sub:
         streams = pylsl.resolve_byprop("name", pusher.name, 1, 20.0)
         if not streams:
             raise RuntimeError(f"first-try: stream {pusher.name} not found")
         inlet = pylsl.StreamInlet(streams[0], max_buflen=360)
         inlet.open_stream(10.0)
-        pusher.started.wait(30)
-        meter = CpuMeter({"pusher": pusher.proc.pid, "subscriber": sub.proc.pid})
+        pusher.base(30)
+        meter = CpuMeter({"pusher": pusher.pid, "subscriber": sub.pid}, self_name="decoder")
         buf = np.zeros((span, layout.n_channels))
         times = [0.0] * span
         n = 0
@@ -107,11 +143,12 @@ def run_first_try(model_path: str | Path, *, stride_ms: float, duration_s: float
         inlet.close_stream()
     pub.close(0)
     ctx.term()
-    row, lat = analyse_frames(sub.result, stride_ms)
+    row, lat = analyse_frames(sub.frames, stride_ms)
     row.update(pipeline="first-try", stride_ms=stride_ms, engine=desc, cpu=cpu,
-               cpu_percent=cpu.get("decoder_process_percent"), skipped_windows=skipped,
+               cpu_percent=cpu["decoder_cores"] * 100.0, skipped_windows=skipped,
                dropped_samples=None, samples_left_unread=int(behind), frames_published=seq)
     progress(f"e2e first-try stride {stride_ms} ms: {row['frames_received']} frames, "
-             f"p50 {row['latency_ms'].get('p50', float('nan')):.2f} ms p99 {row['latency_ms'].get('p99', float('nan')):.2f} ms")
+             f"p50 {row['latency_ms'].get('p50_ms', float('nan')):.2f} ms "
+             f"p99 {row['latency_ms'].get('p99_ms', float('nan')):.2f} ms")
     return row, lat
 

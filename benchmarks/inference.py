@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .report import summarize_ms
+from rtdecode.telemetry import latency_summary
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class Timed:
     warmup: int
 
     def summary(self) -> dict:
-        return summarize_ms(self.latencies_ms)
+        return latency_summary(self.latencies_ms)
 
 
 def time_calls(fn: Callable[[], object], *, n: int, warmup: int, max_seconds: float | None = None) -> Timed:
@@ -342,12 +342,12 @@ def run_inference(work_dir: str | Path, *, quick: bool, progress=print) -> tuple
             s = timed.summary()
             row = {"model": name, "size": size, "engine": engine, "threads": threads, "describe": desc,
                    "gflop": gflop, "params_m": flops["params"] / 1e6, "latency_ms": s,
-                   "gflops_per_s": gflop / (s["p50"] / 1e3) if s.get("n") else None,
+                   "gflops_per_s": gflop / (s["p50_ms"] / 1e3) if s.get("count") else None,
                    "flops_by_op": flops["by_op"], "warmup": warmup}
             rows.append(row)
             series[f"{name} {size} {engine} x{threads}"] = timed.latencies_ms
-            progress(f"inference: {name} {size}x{size} {engine} {threads} thr: p50 {s['p50']:.2f} ms "
-                     f"p99 {s['p99']:.2f} ms ({row['gflops_per_s']:.1f} GFLOP/s)")
+            progress(f"inference: {name} {size}x{size} {engine} {threads} thr: p50 {s['p50_ms']:.2f} ms "
+                     f"p99 {s['p99_ms']:.2f} ms ({row['gflops_per_s']:.1f} GFLOP/s)")
     if have_torch:  # leave torch's thread setting as it was found (the first-try part uses defaults)
         import torch
 

@@ -18,8 +18,8 @@ import warnings
 
 import numpy as np
 
-from .end_to_end import Pusher
-from .report import summarize_ms
+from rtdecode.rig import Pusher
+from rtdecode.telemetry import latency_summary
 
 
 def _ensure_machine_scope_for_mne_lsl() -> None:
@@ -48,7 +48,7 @@ def run_acquisition_compare(*, quick: bool, progress=print) -> tuple[dict, dict]
     pylsl = lsl()
     duration = 3.0 if quick else 20.0
     fs, n_ch = 1000.0, 1024
-    with Pusher(n_channels=n_ch, fs=fs, duration_s=duration + 2.0) as pusher:
+    with Pusher.noise(n_channels=n_ch, fs=fs, duration_s=duration + 2.0) as pusher:
         src = LslSource(pusher.name, n_channels=n_ch, sampling_rate_hz=fs, capacity=4096,
                         resolve_timeout_s=20.0)
         src.open()
@@ -57,7 +57,7 @@ def run_acquisition_compare(*, quick: bool, progress=print) -> tuple[dict, dict]
         with warnings.catch_warnings():  # our pusher's stream has no channel description
             warnings.simplefilter("ignore", RuntimeWarning)
             mne_stream.connect(acquisition_delay=0.001, processing_flags=["clocksync"], timeout=20)
-        pusher.started.wait(30)
+        pusher.base(30)
         ring = src.ring
         last_r = -1
         first_r = None
@@ -91,15 +91,15 @@ def run_acquisition_compare(*, quick: bool, progress=print) -> tuple[dict, dict]
         mne_stream.disconnect()
         src.stop()
     rows = [
-        {"client": "rtdecode LslSource (polled)", "latency_ms": summarize_ms(lat_r)},
+        {"client": "rtdecode LslSource (polled)", "latency_ms": latency_summary(lat_r)},
         {"client": f"mne-lsl {mne_lsl.__version__} StreamLSL (polled, acquisition_delay 1 ms)",
-         "latency_ms": summarize_ms(lat_m)},
-        {"client": "rtdecode LslSource (inlet-thread arrival stamp, exact)", "latency_ms": summarize_ms(exact)},
+         "latency_ms": latency_summary(lat_m)},
+        {"client": "rtdecode LslSource (inlet-thread arrival stamp, exact)", "latency_ms": latency_summary(exact)},
     ]
     for r in rows:
         s = r["latency_ms"]
-        if s.get("n"):
-            progress(f"acquisition {r['client']}: p50 {s['p50']:.3f} ms p99 {s['p99']:.3f} ms")
+        if s.get("count"):
+            progress(f"acquisition {r['client']}: p50 {s['p50_ms']:.3f} ms p99 {s['p99_ms']:.3f} ms")
     notes = [f"{n_ch} channels float32 at {fs:g} Hz, one sample per push, {duration:g} s; both clients on "
              "the same stream at the same time, polled every ~0.25 ms by one loop",
              "mne-lsl uses its own bundled liblsl and keeps its buffer with np.roll per chunk"]

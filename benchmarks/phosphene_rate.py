@@ -37,10 +37,10 @@ def _time_calls(fn, n: int, warmup: int) -> np.ndarray:
 
 
 def _row(name: str, size: int, ms: np.ndarray, **extra) -> dict:
-    from .report import summarize_ms
+    from rtdecode.telemetry import latency_summary
 
-    s = summarize_ms(ms)
-    return {"method": name, "size": f"{size}x{size}", "fps_median": 1e3 / s["p50"], "ms": s, **extra}
+    s = latency_summary(ms)
+    return {"method": name, "size": f"{size}x{size}", "fps_median": 1e3 / s["p50_ms"], "ms": s, **extra}
 
 
 def run(frames: int = 300, sizes=(128, 256, 512), n_phosphenes: int = 1024, input_size: int = 128,
@@ -110,7 +110,7 @@ def markdown(results: dict, machine: dict) -> str:
             f"machine: {machine['cpu_model']}, {machine['cores']} cores, numpy {machine['packages'].get('numpy')}; "
             f"load average (1/5/15 min) before/after: {results.get('load_average_before_after')}.\n\n")
     cols = [("method", "method"), ("output", "size"), ("frames/s (median)", "fps_median"),
-            ("p50 ms", "ms.p50"), ("p99 ms", "ms.p99"), ("max ms", "ms.max"),
+            ("p50 ms", "ms.p50_ms"), ("p99 ms", "ms.p99_ms"), ("max ms", "ms.max_ms"),
             ("stimulation p50 ms", "stimulation_ms_p50"), ("draw p50 ms", "draw_ms_p50"), ("skipped", "skipped")]
     return head + markdown_table(results["rows"], cols) + "\n"
 

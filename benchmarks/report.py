@@ -1,7 +1,8 @@
-"""Benchmark output: percentile summaries, the JSON file, a markdown table and PNG histograms/CDFs.
+"""Benchmark output: the JSON file, a markdown table and PNG histograms/CDFs.
 
-Every part returns a plain dict (numbers and strings only) plus raw latency series (ms) kept out
-of the JSON; `write_report` saves `bench.json`, `bench.md` and one PNG per latency plot.
+Every part returns a plain dict (numbers and strings only; durations summarised with
+rtdecode.telemetry.latency_summary) plus raw latency series (ms) kept out of the JSON;
+`write_report` saves `bench.json`, `bench.md` and one PNG per latency plot.
 """
 
 from __future__ import annotations
@@ -13,21 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-SCHEMA = "rtdecode-bench/1"
-PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9))
-
-
-def summarize_ms(values_ms) -> dict[str, float | int]:
-    """n, mean, min, p50/p90/p99/p99.9, max of a latency series in milliseconds."""
-    a = np.asarray(values_ms, dtype=np.float64).ravel()
-    a = a[np.isfinite(a)]
-    if a.size == 0:
-        return {"n": 0}
-    out: dict[str, float | int] = {"n": int(a.size), "mean": float(a.mean()), "min": float(a.min())}
-    for name, q in PERCENTILES:
-        out[name] = float(np.percentile(a, q))
-    out["max"] = float(a.max())
-    return out
+SCHEMA = "rtdecode-bench/2"  # 2: latency keys of rtdecode.telemetry.latency_summary (count, p50_ms, ...)
 
 
 def _fmt(v, digits: int = 2) -> str:
@@ -122,36 +109,36 @@ def _clean(obj):
 
 INFERENCE_COLUMNS = [
     ("model", "model"), ("size", "size"), ("engine", "engine"), ("threads", "threads"),
-    ("GFLOP", "gflop"), ("p50 ms", "latency_ms.p50"), ("p90 ms", "latency_ms.p90"),
-    ("p99 ms", "latency_ms.p99"), ("max ms", "latency_ms.max"), ("GFLOP/s", "gflops_per_s"),
-    ("n", "latency_ms.n"),
+    ("GFLOP", "gflop"), ("p50 ms", "latency_ms.p50_ms"), ("p90 ms", "latency_ms.p90_ms"),
+    ("p99 ms", "latency_ms.p99_ms"), ("max ms", "latency_ms.max_ms"), ("GFLOP/s", "gflops_per_s"),
+    ("n", "latency_ms.count"),
 ]
 E2E_COLUMNS = [
     ("pipeline", "pipeline"), ("stride ms", "stride_ms"), ("frames", "frames_received"),
-    ("p50 ms", "latency_ms.p50"), ("p90 ms", "latency_ms.p90"), ("p99 ms", "latency_ms.p99"),
-    ("p99.9 ms", "latency_ms.p99.9"), ("max ms", "latency_ms.max"),
-    ("interval jitter ms (sd)", "frame_interval_ms.sd"), ("skipped windows", "skipped_windows"),
+    ("p50 ms", "latency_ms.p50_ms"), ("p90 ms", "latency_ms.p90_ms"), ("p99 ms", "latency_ms.p99_ms"),
+    ("p99.9 ms", "latency_ms.p99.9_ms"), ("max ms", "latency_ms.max_ms"),
+    ("interval jitter ms (sd)", "frame_interval_ms.sd_ms"), ("skipped windows", "skipped_windows"),
     ("dropped samples", "dropped_samples"), ("CPU %", "cpu_percent"),
 ]
 STAGE_COLUMNS = [
-    ("stride ms", "stride_ms"), ("lsl in", "stages_ms.lsl_in.p50"), ("wait", "stages_ms.wait.p50"),
-    ("assemble", "stages_ms.assemble.p50"), ("normalise", "stages_ms.normalise.p50"),
-    ("infer", "stages_ms.infer.p50"), ("encode", "stages_ms.encode.p50"),
-    ("zmq out", "stages_ms.zmq_out.p50"), ("infer p99", "stages_ms.infer.p99"),
-    ("per-frame e2e - infer p50", "stages_ms.e2e_minus_infer.p50"),
-    ("per-frame e2e - infer p99", "stages_ms.e2e_minus_infer.p99"),
-    ("e2e p99 - infer-alone p99", "e2e_minus_infer_ms.p99"),
+    ("stride ms", "stride_ms"), ("lsl in", "stages_ms.lsl_in.p50_ms"), ("wait", "stages_ms.wait.p50_ms"),
+    ("assemble", "stages_ms.assemble.p50_ms"), ("normalise", "stages_ms.normalise.p50_ms"),
+    ("infer", "stages_ms.infer.p50_ms"), ("encode", "stages_ms.encode.p50_ms"),
+    ("zmq out", "stages_ms.zmq_out.p50_ms"), ("infer p99", "stages_ms.infer.p99_ms"),
+    ("per-frame e2e - infer p50", "stages_ms.e2e_minus_infer.p50_ms"),
+    ("per-frame e2e - infer p99", "stages_ms.e2e_minus_infer.p99_ms"),
+    ("e2e p99 - infer-alone p99", "e2e_minus_infer_ms.p99_ms"),
 ]
 STAGE_P99_COLUMNS = [
-    ("stride ms", "stride_ms"), ("lsl in", "stages_ms.lsl_in.p99"), ("wait", "stages_ms.wait.p99"),
-    ("assemble", "stages_ms.assemble.p99"), ("normalise", "stages_ms.normalise.p99"),
-    ("infer", "stages_ms.infer.p99"), ("encode", "stages_ms.encode.p99"),
-    ("zmq out", "stages_ms.zmq_out.p99"), ("pusher late p99", "pusher_late_ms.p99"),
-    ("machine busy %", "cpu.machine_busy_percent"),
+    ("stride ms", "stride_ms"), ("lsl in", "stages_ms.lsl_in.p99_ms"), ("wait", "stages_ms.wait.p99_ms"),
+    ("assemble", "stages_ms.assemble.p99_ms"), ("normalise", "stages_ms.normalise.p99_ms"),
+    ("infer", "stages_ms.infer.p99_ms"), ("encode", "stages_ms.encode.p99_ms"),
+    ("zmq out", "stages_ms.zmq_out.p99_ms"), ("pusher late p99", "pusher_late_ms.p99_ms"),
+    ("machine busy (fraction)", "cpu.machine_busy_fraction"),
 ]
 ACQ_COLUMNS = [
-    ("client", "client"), ("n", "latency_ms.n"), ("p50 ms", "latency_ms.p50"),
-    ("p90 ms", "latency_ms.p90"), ("p99 ms", "latency_ms.p99"), ("max ms", "latency_ms.max"),
+    ("client", "client"), ("n", "latency_ms.count"), ("p50 ms", "latency_ms.p50_ms"),
+    ("p90 ms", "latency_ms.p90_ms"), ("p99 ms", "latency_ms.p99_ms"), ("max ms", "latency_ms.max_ms"),
 ]
 
 

@@ -1,12 +1,12 @@
 """Soak test of the streaming service: a live 1024-channel 1 kHz stream decoded for minutes.
 
-Three processes, as on a rig:
-- a child plays a virtual-macaque recording (rtdecode.sim; --loop-s seconds rendered before
-  the start, then looped) over LSL with rtdecode.playback.play (one sample per push, LSL
-  timestamps on the local clock);
+Three processes, the loopback rig (rtdecode.rig):
+- a `Player` child plays a virtual-macaque recording (rtdecode.sim; --loop-s seconds rendered
+  before the start, then looped) over LSL with rtdecode.playback.play (one sample per push,
+  LSL timestamps on the local clock);
 - this process runs DecoderService (the bundled demo model by default) in its main thread;
-- another child subscribes to the frames (FrameSubscriber) and notes per frame its receipt
-  time (time.monotonic(), the clock pylsl.local_clock() reads on Linux) and the header.
+- a `Subscriber` child receives the frames and notes per frame its receipt time
+  (time.monotonic(), the clock pylsl.local_clock() reads on Linux) and the header.
 
 Reported (JSON + markdown + PNGs in --out): samples pushed vs received, gaps, skipped windows
 by reason, frames lost between publisher and subscriber, lag over time (age of the newest
@@ -26,115 +26,22 @@ import argparse
 import json
 import logging
 import math
-import multiprocessing as mp
-import os
+import shutil
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .end_to_end import free_tcp_address, proc_cpu_seconds
+from rtdecode.machine import load_average, machine_facts
+from rtdecode.rig import COLUMNS, CpuMeter, FrameLog, Player, Subscriber, free_tcp_address, unique
+from rtdecode.telemetry import latency_summary
 
 log = logging.getLogger("soak")
 
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "rtdecode" / "assets" / "demo" / "model.onnx"
-STAGE_KEYS = ("pulled", "started", "assembled", "normalised", "inferred", "published")
-PERCENTILES = (50, 90, 99, 99.9)
-
-
-# ---- helpers ---------------------------------------------------------------------------------
-def machine_cpu() -> tuple[float, float] | None:
-    """(busy, total) jiffies of the whole machine from /proc/stat."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:]]
-        idle = v[3] + (v[4] if len(v) > 4 else 0)
-        return float(sum(v) - idle), float(sum(v))
-    except (OSError, ValueError):
-        return None
-
-
-def stats_ms(values_s: np.ndarray) -> dict[str, float | int | None]:
-    """count, mean and p50/p90/p99/p99.9/max of durations given in seconds, in milliseconds."""
-    v = np.asarray(values_s, dtype=np.float64)
-    v = v[np.isfinite(v)] * 1e3
-    if v.size == 0:
-        return {"count": 0}
-    out: dict[str, float | int | None] = {"count": int(v.size), "mean_ms": float(v.mean())}
-    for q in PERCENTILES:
-        out[f"p{q:g}_ms"] = float(np.percentile(v, q))
-    out["max_ms"] = float(v.max())
-    return out
-
-
-# ---- child: the stream ---------------------------------------------------------------------
-def prerendered(seed: int, n_images: int, seconds: float):
-    """`seconds` of an endless virtual-macaque recording, rendered now, as a Recording to loop.
-
-    Rendering while playing would put the simulator's work (a burst of a few ms per 400-ms
-    trial) on this box's two cores next to the service; an amplifier does not run there.
-    """
-    from rtdecode.sessions.recording import Block, Recording
-    from rtdecode.sim import VirtualMacaque
-
-    rec = VirtualMacaque(seed=seed).recording(n_images=n_images, endless=True, image_seed=seed)
-    n = max(1, int(round(seconds * rec.sampling_rate_hz)))
-    mua = np.empty((n, rec.layout.n_channels), dtype=np.float32)
-    filled = 0
-    for block in rec.blocks():
-        k = min(n - filled, block.mua.shape[0])
-        mua[filled:filled + k] = block.mua[:k]
-        filled += k
-        if filled >= n:
-            break
-    return Recording(f"{rec.name}-{seconds:g}s-loop", rec.layout, rec.sampling_rate_hz,
-                     lambda: iter([Block(mua, [])]), n, rec.images)
-
-
-def _player_main(stream_name: str, duration_s: float, seed: int, n_images: int, loop_s: float,
-                 result_path: str, stop, level: int) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s player %(message)s")
-    from rtdecode.playback import play
-
-    rec = prerendered(seed, n_images, loop_s)
-    stats = play(rec, stream_name=stream_name, stream_type="MUA-soak", marker_stream=None, loop=True,
-                 duration=duration_s, stop_event=stop, chunk_ms=1.0, source_id=stream_name,
-                 progress=False, wait_for_consumer=60.0, linger_s=3.0)
-    Path(result_path).write_text(json.dumps(stats.to_dict()))
-
-
-# ---- child: the subscriber -----------------------------------------------------------------
-def _subscriber_main(address: str, capacity: int, out_path: str, ready, stop, level: int) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s subscriber %(message)s")
-    from rtdecode.protocol import FrameSubscriber
-
-    cols = ("received", "newest_ts", "ref_time", "seq", "skipped") + STAGE_KEYS
-    table = np.full((capacity, len(cols)), np.nan, dtype=np.float64)
-    n = 0
-    flagged = 0
-    cpu0 = time.process_time()
-    with FrameSubscriber(address, rcvhwm=1000) as sub:
-        ready.set()
-        while not stop.is_set():
-            f = sub.recv(timeout=0.2)
-            if f is None:
-                continue
-            if n >= capacity:
-                continue  # keep counting nothing more; the table is full
-            h = f.header
-            row = table[n]
-            row[0], row[1], row[2], row[3], row[4] = f.received, h.newest_ts, h.ref_time, h.seq, h.skipped
-            for k, key in enumerate(STAGE_KEYS):
-                row[5 + k] = h.stages.get(key, math.nan)
-            flagged += bool(h.flags)
-            n += 1
-    np.save(out_path, table[:n], allow_pickle=False)
-    Path(out_path + ".json").write_text(json.dumps({"columns": cols, "frames": n, "flagged": flagged,
-                                                    "cpu_s": time.process_time() - cpu0}))
 
 
 # ---- the soak ------------------------------------------------------------------------------
@@ -156,37 +63,26 @@ def run_soak(*, duration_s: float = 600.0, stride_ms: float = 16.0, model: str |
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tag = tag or f"stride{stride_ms:g}ms-{int(duration_s)}s"
-    work = out / f".soak-{tag}-{uuid.uuid4().hex[:6]}"
-    work.mkdir()
-    ctx = mp.get_context("spawn")
-    stream = f"soak-{uuid.uuid4().hex[:10]}"
+    work = out / f".{unique(f'soak-{tag}')}"
+    stream = unique("soak")
     address = free_tcp_address()
-    level = logging.getLogger().getEffectiveLevel()
-    stop_player, stop_sub, sub_ready = ctx.Event(), ctx.Event(), ctx.Event()
-    frames_cap = int(duration_s * 1000.0 / max(stride_ms, 1.0)) + 10000
-    sub = ctx.Process(target=_subscriber_main, name="soak-subscriber", daemon=True,
-                      args=(address, frames_cap, str(work / "frames.npy"), sub_ready, stop_sub, level))
-    player = ctx.Process(target=_player_main, name="soak-player", daemon=True,
-                         args=(stream, duration_s, seed, n_images, loop_s, str(work / "player.json"), stop_player,
-                               level))
-    sub.start()
-    player.start()
-    if not sub_ready.wait(60):
-        raise RuntimeError("the subscriber process did not start within 60 s")
-
+    sub = Subscriber(address, work_dir=work / "subscriber", start_timeout=60.0, stop_timeout=60.0)
+    player = Player(stream=stream, sim={"seed": seed, "n_images": n_images, "seconds": loop_s},
+                    work_dir=work / "player", stop_timeout=30.0, stream_type="MUA-soak", loop=True,
+                    duration=duration_s, chunk_ms=1.0, source_id=stream, wait_for_consumer=60.0, linger_s=3.0)
     cfg = ServeConfig(stream=stream, model=str(model), stride_ms=stride_ms, address=address,
                       resolve_timeout_s=60.0, threads=threads, status_interval_s=progress_s)
     svc = DecoderService(cfg)
     load: list[tuple[float, float]] = []
     inlet_age: list[tuple[float, float]] = []
-    cpu_marks: dict[str, Any] = {}
+    cpu: dict[str, Any] = {}
     done = threading.Event()
 
     def watch() -> None:
         """Sample lag and load while the service runs; stop it once the player is done."""
         svc.started.wait()
         t0 = time.monotonic()
-        cpu_marks["start"] = (time.monotonic(), os.times(), proc_cpu_seconds(player.pid), machine_cpu())
+        meter = CpuMeter({"player": player.pid}, self_name="service")
         next_load = t0
         last_samples, last_change = -1, t0
         while not done.is_set():
@@ -195,91 +91,64 @@ def run_soak(*, duration_s: float = 600.0, stride_ms: float = 16.0, model: str |
             if math.isfinite(tel.newest_ts):
                 inlet_age.append((now - t0, now - tel.newest_ts))
             if now >= next_load:
-                load.append((now - t0, os.getloadavg()[0]))
+                load.append((now - t0, (load_average() or [math.nan])[0]))
                 next_load = now + 5.0
             if tel.samples != last_samples:
                 last_samples, last_change = tel.samples, now
             # the player pushed its last sample (and lingers 3 s): once nothing new arrived for
             # 1 s after the planned duration, or the player is gone, stop the service
-            if not player.is_alive() or (now - t0 > duration_s and now - last_change > 1.0):
-                cpu_marks["end"] = (time.monotonic(), os.times(), cpu_marks.get("player_end"), machine_cpu())
+            if not player.alive or (now - t0 > duration_s and now - last_change > 1.0):
+                cpu.update(meter.read())
                 svc.stop("player finished")
                 return
-            cpu_marks["player_end"] = proc_cpu_seconds(player.pid) or cpu_marks.get("player_end")
+            meter.sample()
             done.wait(0.1)
 
-    watcher = threading.Thread(target=watch, name="soak-watch", daemon=True)
-    watcher.start()
     started_wall = time.time()
-    load_before = list(os.getloadavg())
+    load_before = load_average()
+    sub.start()
     try:
-        summary = svc.run()
+        player.start()
+        watcher = threading.Thread(target=watch, name="soak-watch", daemon=True)
+        watcher.start()
+        try:
+            summary = svc.run()
+        finally:
+            done.set()
+            player.stop()
+            time.sleep(0.5)  # let the last frames reach the subscriber
+            sub.stop()
+            watcher.join(5)
     finally:
-        done.set()
-        stop_player.set()
-        player.join(30)
-        time.sleep(0.5)  # let the last frames reach the subscriber
-        stop_sub.set()
-        sub.join(60)
-        watcher.join(5)
-    if player.is_alive() or sub.is_alive():
-        for p in (player, sub):
-            if p.is_alive():
-                p.terminate()
-        raise RuntimeError("a soak child process did not finish")
-    table = np.load(work / "frames.npy", allow_pickle=False)
-    sub_info = _read_json(work / "frames.npy.json")
-    played = _read_json(work / "player.json")
+        sub.stop()
+    if not (player.stopped_cleanly and sub.stopped_cleanly):
+        raise RuntimeError(f"a soak child process did not finish (player: {player.error or 'no error'}, "
+                           f"subscriber: {sub.error or 'no error'})")
+    frames = sub.frames if sub.frames is not None else FrameLog(np.zeros((0, len(COLUMNS))), COLUMNS)
     inlet_age = [(t, a) for t, a in inlet_age if t <= duration_s]  # not the wait after the last push
-    results = analyse(table, sub_info, played, summary.to_dict(), load, inlet_age, cpu_marks,
+    results = analyse(frames, player.stats(), summary.to_dict(), load, inlet_age, cpu,
                       stride_ms=stride_ms, duration_s=duration_s, warmup_s=warmup_s)
     results.update({"tag": tag, "model": str(model), "model_id": summary.model_id, "engine": summary.engine,
                     "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started_wall)),
-                    "load_average_before": [round(x, 2) for x in load_before],
-                    "load_average_after": [round(x, 2) for x in os.getloadavg()],
-                    "machine": _machine(), "config": {"stride_ms": stride_ms, "duration_s": duration_s,
+                    "load_average_before": load_before, "load_average_after": load_average(),
+                    "machine": machine_facts(), "config": {"stride_ms": stride_ms, "duration_s": duration_s,
                                                       "threads": threads, "seed": seed, "n_images": n_images,
                                                       "stream_loop_s": loop_s}})
     inlet_age = [(t, a) for t, a in inlet_age if warmup_s <= t <= duration_s]  # while the stream ran
-    if table.size and warmup_s > 0:
-        table = table[table[:, 0] - table[0, 0] >= warmup_s]
-    write_outputs(results, table, inlet_age, out, tag, plots=plots)
-    for f in work.iterdir():
-        if keep_frames and f.name.startswith("frames.npy"):  # per-frame table, to analyse again
-            f.replace(out / f"soak-{tag}-{f.name}")
-            continue
-        f.unlink()
-    work.rmdir()
+    write_outputs(results, frames.since(warmup_s), inlet_age, out, tag, plots=plots)
+    if keep_frames:  # the per-frame table (rtdecode.rig.FrameLog files), to analyse again
+        for name in ("frames.npy", "frames.json"):
+            if (work / "subscriber" / name).exists():
+                (work / "subscriber" / name).replace(out / f"soak-{tag}-{name}")
+    shutil.rmtree(work, ignore_errors=True)
     return results
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
-
-def _machine() -> dict[str, Any]:
-    try:
-        from rtdecode.machine import machine_facts
-
-        return machine_facts()
-    except Exception:  # the facts are nice to have, never a reason to lose a soak's results
-        return {"cores": os.cpu_count()}
-
-
-def analyse(table: np.ndarray, sub_info: dict, played: dict, summary: dict, load: list, inlet_age: list,
-            cpu_marks: dict, *, stride_ms: float, duration_s: float, warmup_s: float = 0.0) -> dict[str, Any]:
-    """Per-frame table (subscriber) + service summary + player stats -> the results dict."""
-    cols = {name: i for i, name in enumerate(sub_info.get("columns", []))}
-    all_frames = table
-    if table.size and warmup_s > 0:
-        table = table[table[:, cols["received"]] - table[0, cols["received"]] >= warmup_s]
-
-    def col(name: str) -> np.ndarray:
-        return table[:, cols[name]] if table.size else np.zeros(0)
-
+def analyse(frames: FrameLog, played: dict, summary: dict, load: list, inlet_age: list, cpu: dict, *,
+            stride_ms: float, duration_s: float, warmup_s: float = 0.0) -> dict[str, Any]:
+    """Frames the subscriber received + service summary + player stats -> the results dict."""
+    kept = frames.since(warmup_s) if warmup_s > 0 else frames
+    col = kept.col
     rec, newest = col("received"), col("newest_ts")
     e2e = rec - newest
     infer = col("inferred") - col("normalised")
@@ -298,7 +167,7 @@ def analyse(table: np.ndarray, sub_info: dict, played: dict, summary: dict, load
     stream = tel.get("stream", {})
     pushed = int(played.get("samples", 0))
     received = int(stream.get("samples", 0))
-    seq = all_frames[:, cols["seq"]] if all_frames.size else np.zeros(0)
+    seq = frames.col("seq")
     lost_frames = int(seq[-1] - seq[0] + 1 - seq.size) if seq.size else 0
     t_rel = rec - rec[0] if rec.size else rec
     win = min(60.0, max(duration_s / 4.0, 1.0))
@@ -306,10 +175,10 @@ def analyse(table: np.ndarray, sub_info: dict, played: dict, summary: dict, load
     last = t_rel >= (t_rel[-1] - win if t_rel.size else 0)
     lag = {
         "window_s": win,
-        "age_at_decode_first_ms": stats_ms(age_at_decode[first]),
-        "age_at_decode_last_ms": stats_ms(age_at_decode[last]),
-        "e2e_first_ms": stats_ms(e2e[first]),
-        "e2e_last_ms": stats_ms(e2e[last]),
+        "age_at_decode_first_ms": latency_summary(age_at_decode[first] * 1e3),
+        "age_at_decode_last_ms": latency_summary(age_at_decode[last] * 1e3),
+        "e2e_first_ms": latency_summary(e2e[first] * 1e3),
+        "e2e_last_ms": latency_summary(e2e[last] * 1e3),
     }
     a, b = lag["age_at_decode_first_ms"], lag["age_at_decode_last_ms"]
     lag["median_growth_ms"] = (b["p50_ms"] - a["p50_ms"]) if a.get("count") and b.get("count") else None
@@ -333,16 +202,15 @@ def analyse(table: np.ndarray, sub_info: dict, played: dict, summary: dict, load
     ia = np.asarray(inlet_age, dtype=np.float64).reshape(-1, 2)
     ia = ia[ia[:, 0] >= warmup_s]
     if ia.size:
-        lag["inlet_age_first_ms"] = stats_ms(ia[ia[:, 0] <= warmup_s + win, 1])
-        lag["inlet_age_last_ms"] = stats_ms(ia[ia[:, 0] >= ia[-1, 0] - win, 1])
+        lag["inlet_age_first_ms"] = latency_summary(ia[ia[:, 0] <= warmup_s + win, 1] * 1e3)
+        lag["inlet_age_last_ms"] = latency_summary(ia[ia[:, 0] >= ia[-1, 0] - win, 1] * 1e3)
     intervals = np.diff(rec)
-    cpu = _cpu(cpu_marks, sub_info)
     return {
-        "frames": {"published": int(summary.get("frames", 0)), "received": int(sub_info.get("frames", 0)),
-                   "lost_between_pub_and_sub": lost_frames, "flagged": int(sub_info.get("flagged", 0)),
+        "frames": {"published": int(summary.get("frames", 0)), "received": len(frames),
+                   "lost_between_pub_and_sub": lost_frames, "flagged": frames.flagged,
                    "refused_by_pub": int(tel.get("publish_dropped", 0)),
-                   "per_s": float(table.shape[0] / (t_rel[-1] if t_rel.size and t_rel[-1] > 0 else 1.0)),
-                   "warmup_s": warmup_s, "in_warmup": int(all_frames.shape[0] - table.shape[0])},
+                   "per_s": float(len(kept) / (t_rel[-1] if t_rel.size and t_rel[-1] > 0 else 1.0)),
+                   "warmup_s": warmup_s, "in_warmup": len(frames) - len(kept)},
         "samples": {"pushed": pushed, "received": received, "dropped": pushed - received,
                     "gaps": int(stream.get("gaps", 0)), "missing_samples": int(stream.get("missing_samples", 0)),
                     "out_of_order": int(stream.get("out_of_order", 0)), "duplicates": int(stream.get("duplicates", 0)),
@@ -352,13 +220,14 @@ def analyse(table: np.ndarray, sub_info: dict, played: dict, summary: dict, load
         "skipped": dict(summary.get("skipped", {})),
         "stop_reason": summary.get("stop_reason"),
         "error": summary.get("error"),
-        "latency_ms": {"end_to_end": stats_ms(e2e), "infer": stats_ms(infer),
-                       "e2e_minus_infer": stats_ms(outside), "age_at_decode": stats_ms(age_at_decode)},
-        "stages_ms": {k: stats_ms(v) for k, v in stages.items()},
+        "latency_ms": {"end_to_end": latency_summary(e2e * 1e3), "infer": latency_summary(infer * 1e3),
+                       "e2e_minus_infer": latency_summary(outside * 1e3),
+                       "age_at_decode": latency_summary(age_at_decode * 1e3)},
+        "stages_ms": {k: latency_summary(v * 1e3) for k, v in stages.items()},
         "lag": lag,
-        "frame_interval_ms": {**stats_ms(intervals), "stride_ms": stride_ms,
+        "frame_interval_ms": {**latency_summary(intervals * 1e3), "stride_ms": stride_ms,
                               "jitter_sd_ms": float(np.std(intervals) * 1e3) if intervals.size else None},
-        "cpu": cpu,
+        "cpu": {**cpu, "subscriber_cpu_s": frames.cpu_s},
         "load_average_1min": {"samples": [[round(t, 1), round(v, 2)] for t, v in load],
                               "mean": float(np.mean([v for _, v in load])) if load else None,
                               "max": float(np.max([v for _, v in load])) if load else None},
@@ -366,28 +235,12 @@ def analyse(table: np.ndarray, sub_info: dict, played: dict, summary: dict, load
     }
 
 
-def _cpu(marks: dict, sub_info: dict) -> dict[str, Any]:
-    if "start" not in marks or "end" not in marks:
-        return {}
-    t0, times0, p0, m0 = marks["start"]
-    t1, times1, p1, m1 = marks["end"]
-    wall = max(t1 - t0, 1e-9)
-    svc = (times1.user - times0.user) + (times1.system - times0.system)
-    out: dict[str, Any] = {"wall_s": wall, "service_cores": svc / wall,
-                           "subscriber_cpu_s": sub_info.get("cpu_s")}
-    if p0 is not None and p1 is not None:
-        out["player_cores"] = (p1 - p0) / wall
-    if m0 and m1 and m1[1] > m0[1]:
-        out["machine_busy_fraction"] = (m1[0] - m0[0]) / (m1[1] - m0[1])
-    return out
-
-
 # ---- outputs -------------------------------------------------------------------------------
-def write_outputs(results: dict, table: np.ndarray, inlet_age: list, out: Path, tag: str, *,
+def write_outputs(results: dict, frames: FrameLog, inlet_age: list, out: Path, tag: str, *,
                   plots: bool = True) -> dict[str, str]:
     paths = {"json": str(out / f"soak-{tag}.json"), "md": str(out / f"soak-{tag}.md")}
-    if plots and table.size:
-        paths.update(_plots(table, inlet_age, out, tag, results))
+    if plots and len(frames):
+        paths.update(_plots(frames, inlet_age, out, tag, results))
     results["files"] = {k: Path(v).name for k, v in paths.items()}
     Path(paths["json"]).write_text(json.dumps(_clean(results), indent=1) + "\n")
     Path(paths["md"]).write_text(markdown(results))
@@ -406,15 +259,15 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def _plots(table: np.ndarray, inlet_age: list, out: Path, tag: str, results: dict) -> dict[str, str]:
+def _plots(frames: FrameLog, inlet_age: list, out: Path, tag: str, results: dict) -> dict[str, str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rec, newest = table[:, 0], table[:, 1]
-    infer = table[:, 5 + STAGE_KEYS.index("inferred")] - table[:, 5 + STAGE_KEYS.index("normalised")]
-    started = table[:, 5 + STAGE_KEYS.index("started")]
+    rec, newest = frames.col("received"), frames.col("newest_ts")
+    infer = frames.col("inferred") - frames.col("normalised")
+    started = frames.col("started")
     e2e = (rec - newest) * 1e3
     outside = e2e - infer * 1e3
     load = results["load_average_1min"]["mean"]
@@ -532,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="benchmarks/results/soak-cpu-2core")
     p.add_argument("--tag", default=None, help="file name part (default stride<S>ms-<D>s)")
     p.add_argument("--no-plots", action="store_true")
-    p.add_argument("--keep-frames", action="store_true", help="keep the per-frame table (soak-<tag>-frames.npy)")
+    p.add_argument("--keep-frames", action="store_true", help="keep the per-frame table (soak-<tag>-frames.npy/.json, an rtdecode.rig.FrameLog)")
     p.add_argument("--loop-s", type=float, default=30.0,
                    help="seconds of virtual-macaque MUA rendered before streaming, then looped")
     p.add_argument("--progress-s", type=float, default=30.0, help="service status line interval")

@@ -79,6 +79,20 @@ class DecoderContract:
     def normaliser(self) -> Normaliser:
         return Normaliser(self.norm_mean, self.norm_std, self.mask)
 
+    def describe(self) -> dict[str, Any]:
+        """What `rtdecode inspect M.onnx` prints: model id, layout, windows, input/output, training config."""
+        lay, plan = self.layout, self.plan
+        return {
+            "model_id": self.model_id,
+            "layout": {"name": lay.name, "channels": lay.n_channels, "electrodes": lay.n_electrodes,
+                       "areas": list(lay.areas_present()), "broken_arrays": list(lay.broken_arrays)},
+            "windows": {"preset": plan.preset, "maps": [m.name for m in plan.maps],
+                        "span_samples": plan.span, "sampling_rate_hz": plan.sampling_rate_hz},
+            "input": {"name": "mua", "shape": ["batch", *self.input_shape]},
+            "output": {"name": "frame", "shape": ["batch", *self.frame_shape]},
+            "training_config": self.training_config,
+        }
+
     # ---- metadata ------------------------------------------------------------------------
     def to_metadata(self) -> dict[str, str]:
         m, e = self.input_shape

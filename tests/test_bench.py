@@ -62,12 +62,13 @@ def test_count_flops_counts_only_input_dependent_matmuls_and_convs(tmp_path):
 
 
 def test_summaries_and_markdown_table():
-    from rtdecode.benchmarks.report import markdown_table, summarize_ms
+    from rtdecode.benchmarks.report import markdown_table
+    from rtdecode.telemetry import latency_summary
 
-    s = summarize_ms(np.arange(1, 101, dtype=float))
-    assert s["n"] == 100 and s["min"] == 1 and s["max"] == 100
-    assert 50 <= s["p50"] <= 51 and 99 <= s["p99"] <= 100
-    assert summarize_ms([]) == {"n": 0}
+    s = latency_summary(np.arange(1, 101, dtype=float))
+    assert s["count"] == 100 and s["min_ms"] == 1 and s["max_ms"] == 100
+    assert 50 <= s["p50_ms"] <= 51 and 99 <= s["p99_ms"] <= 100
+    assert latency_summary([]) == {"count": 0}
     table = markdown_table([{"a": 1, "b": {"c": 2.5, "p99.9": 3.0}}, {"a": 2}],
                            [("A", "a"), ("C", "b.c"), ("P", "b.p99.9")])
     assert table.splitlines()[2] == "| 1 | 2.50 | 3.00 |" and table.splitlines()[3] == "| 2 | - | - |"
@@ -122,10 +123,10 @@ def _finite(x) -> bool:
 
 
 def _check_latency(s: dict, what: str) -> None:
-    assert s.get("n", 0) > 0, f"{what}: no samples"
-    for k in ("mean", "min", "p50", "p90", "p99", "p99.9", "max"):
+    assert s.get("count", 0) > 0, f"{what}: no samples"
+    for k in ("mean_ms", "min_ms", "p50_ms", "p90_ms", "p99_ms", "p99.9_ms", "max_ms"):
         assert _finite(s.get(k)), f"{what}: {k} = {s.get(k)!r}"
-    assert s["min"] <= s["p50"] <= s["p99"] <= s["max"], what
+    assert s["min_ms"] <= s["p50_ms"] <= s["p99_ms"] <= s["max_ms"], what
 
 
 @pytest.mark.slow
@@ -138,7 +139,7 @@ def test_bench_quick_writes_complete_json_markdown_and_plots(tmp_path):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=230)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads((out / "bench.json").read_text())
-    assert res["schema"] == "rtdecode-bench/1" and res["quick"] is True
+    assert res["schema"] == "rtdecode-bench/2" and res["quick"] is True
     m = res["machine"]
     assert m["cpu_model"] and m["cores"] >= 1 and m["python"]
     assert m["packages"]["onnxruntime"] and m["packages"]["pylsl"] and m["packages"]["numpy"]

@@ -22,18 +22,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         from ..contract import read_contract
 
-        c = read_contract(args.file)
-        info = {
-            "model_id": c.model_id,
-            "layout": {"name": c.layout.name, "channels": c.layout.n_channels, "electrodes": c.layout.n_electrodes,
-                       "areas": list(c.layout.areas_present()),
-                       "broken_arrays": list(c.layout.broken_arrays)},
-            "windows": {"preset": c.plan.preset, "maps": [m.name for m in c.plan.maps],
-                        "span_samples": c.plan.span, "sampling_rate_hz": c.plan.sampling_rate_hz},
-            "input": {"name": "mua", "shape": ["batch", *c.input_shape]},
-            "output": {"name": "frame", "shape": ["batch", *c.frame_shape]},
-            "training_config": c.training_config,
-        }
+        info = read_contract(args.file).describe()
     if args.json:
         print(json.dumps(info, indent=2))
     else:

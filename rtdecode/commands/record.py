@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import signal
 import sys
-import time
-
-log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,7 +37,7 @@ def _emit(enabled: bool, obj: dict) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
-    from ..protocol import FrameSubscriber
+    from ..record import record_frames
     from ..sinks.recorder import FrameRecorder
 
     if args.duration is not None and args.duration <= 0:
@@ -60,29 +56,10 @@ def run(args: argparse.Namespace) -> int:
     recorder = FrameRecorder(args.out, chunk_frames=args.chunk_frames, chunk_seconds=args.chunk_seconds,
                              compression=None if args.compression == "none" else args.compression,
                              source=args.address, on_chunk=on_chunk)
-    frames = 0
-    t_start = time.monotonic()
-    last_log = t_start
-    try:
-        with FrameSubscriber(args.address, rcvhwm=1000) as sub:
-            _emit(args.json, {"event": "ready", "address": args.address, "out": str(recorder.directory)})
-            log.info("recording %s -> %s", args.address, recorder.directory)
-            while not stop["flag"]:
-                now = time.monotonic()
-                if args.duration is not None and now - t_start >= args.duration:
-                    break
-                if args.max_frames is not None and frames >= args.max_frames:
-                    break
-                f = sub.recv(timeout=0.1)
-                if f is None:
-                    continue
-                recorder.write(f.header, f.image, received=f.received)
-                frames += 1
-                if now - last_log >= 5.0:
-                    last_log = now
-                    log.info("recorded %d frames (%s)", frames, recorder.stats())
-    finally:
-        recorder.close()
+    record_frames(args.address, recorder, duration=args.duration, max_frames=args.max_frames,
+                  should_stop=lambda: stop["flag"],
+                  on_ready=lambda: _emit(args.json, {"event": "ready", "address": args.address,
+                                                     "out": str(recorder.directory)}))
     stats = recorder.stats()
     _emit(args.json, {"event": "done", **stats})
     if not args.json:
