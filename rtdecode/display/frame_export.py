@@ -13,6 +13,7 @@ def export_frames(rec, path: str | Path, *, start: int = 0, stop: int | None = N
     from PIL import Image
 
     from ..errors import ConfigError
+    from ..protocol import to_uint8
 
     renderer = None
     if phosphene:
@@ -22,8 +23,7 @@ def export_frames(rec, path: str | Path, *, start: int = 0, stop: int | None = N
         renderer = PhospheneRenderer(n_phosphenes=n_phosphenes, size=(max(first[0], 128), max(first[1], 128)))
 
     def panel(img):
-        if img.dtype != "uint8":
-            img = (img.clip(0.0, 1.0) * 255.0 + 0.5).astype("uint8")
+        img = to_uint8(img)
         return renderer.side_by_side(img) if renderer is not None else img
 
     target = Path(path)
