@@ -48,8 +48,18 @@ def model_seed(training_config: dict[str, Any]) -> int | None:
     return None
 
 
+def model_stimuli(training_config: dict[str, Any]) -> str:
+    """The stimulus kind a model was trained on (training_config data.stimuli), else dead-leaves."""
+    from .sim import STIMULUS_KINDS
+
+    data = training_config.get("data")
+    kind = data.get("stimuli") if isinstance(data, dict) else None
+    return kind if kind in STIMULUS_KINDS else "dead-leaves"
+
+
 def run_demo(out: str | Path, *, model: str | Path | None = None, n_images: int = DEFAULT_N_IMAGES,
-             seed: int | None = None, image_seed: int = DEFAULT_IMAGE_SEED, speed: float = 1.0,
+             seed: int | None = None, image_seed: int = DEFAULT_IMAGE_SEED, stimuli: str | None = None,
+             speed: float = 1.0,
              stride_ms: float = 16.0, engine: str = "onnxruntime", threads: int | None = None,
              tile: int = 160, keep_session: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run the demo end to end; returns the summary also written to OUT/summary.json."""
@@ -75,6 +85,8 @@ def run_demo(out: str | Path, *, model: str | Path | None = None, n_images: int 
     if seed is None:
         seed = model_seed(contract.training_config)
         seed = DEFAULT_SEED if seed is None else seed
+    if stimuli is None:
+        stimuli = model_stimuli(contract.training_config)
     fs = contract.plan.sampling_rate_hz
     size = contract.image_height
 
@@ -82,8 +94,9 @@ def run_demo(out: str | Path, *, model: str | Path | None = None, n_images: int 
     t0 = time.monotonic()
     session_path = out / "session.h5"
     _say(progress, f"[1/4] simulating {n_images} images ({n_images * 0.4 + 0.5:.0f} s of MUA, "
-                   f"{contract.layout.n_channels} channels, seed {seed}, image seed {image_seed}) -> {session_path}")
-    sim = VirtualMacaque(contract.layout, image_size=size, seed=seed)
+                   f"{contract.layout.n_channels} channels, seed {seed}, {stimuli} images, image seed {image_seed}) "
+                   f"-> {session_path}")
+    sim = VirtualMacaque(contract.layout, image_size=size, seed=seed, stimuli=stimuli)
     sim_info = sim.simulate_session(session_path, n_images=n_images, image_seed=image_seed,
                                     progress=progress and n_images > 200)
     with open_session(session_path) as s:
@@ -137,7 +150,7 @@ def run_demo(out: str | Path, *, model: str | Path | None = None, n_images: int 
     summary = {
         "out": str(out), "model": str(model_path), "model_id": contract.model_id,
         "engine": serve_summary.engine if serve_summary else engine,
-        "session": {"seed": seed, "image_seed": image_seed, "n_images": n_images, "duration_s": session_s,
+        "session": {"seed": seed, "image_seed": image_seed, "stimuli": stimuli, "n_images": n_images, "duration_s": session_s,
                     "channels": contract.layout.n_channels, "layout": contract.layout.name,
                     "simulated_in_s": sim_info.get("seconds"), "kept": bool(keep_session)},
         "speed": speed, "stride_ms": stride_ms,

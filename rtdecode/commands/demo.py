@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         f"{DEFAULT_SEED}, the seed the bundled model was trained with")
     p.add_argument("--image-seed", type=int, default=DEFAULT_IMAGE_SEED,
                    help="seed of the demo images (differs from the training images)")
+    p.add_argument("--stimuli", default=None, choices=("dead-leaves", "naturalistic", "photos"),
+                   help="kind of demo images; None = the kind the model was trained on (training_config "
+                        "data.stimuli), else dead-leaves")
     p.add_argument("--speed", type=float, default=1.0, help="playback speed")
     p.add_argument("--stride-ms", type=float, default=16.0, help="decode one frame per this many ms of data")
     p.add_argument("--engine", default="onnxruntime", help="inference engine (see `rtdecode serve --help`)")
@@ -36,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from ..demo import run_demo, summary_text
 
     summary = run_demo(args.out, model=args.model, n_images=args.n_images, seed=args.seed,
-                       image_seed=args.image_seed, speed=args.speed, stride_ms=args.stride_ms,
+                       image_seed=args.image_seed, stimuli=args.stimuli, speed=args.speed, stride_ms=args.stride_ms,
                        engine=args.engine, threads=args.threads, tile=args.tile,
                        keep_session=args.keep_session)
     print(summary_text(summary))
