@@ -57,6 +57,13 @@ def model_stimuli(training_config: dict[str, Any]) -> str:
     return kind if kind in STIMULUS_KINDS else "dead-leaves"
 
 
+def model_noise(training_config: dict[str, Any]) -> float:
+    """The simulator noise scale a model's training session had (training_config data.noise), else 1."""
+    data = training_config.get("data")
+    noise = data.get("noise") if isinstance(data, dict) else None
+    return float(noise) if isinstance(noise, (int, float)) and noise >= 0 else 1.0
+
+
 def run_demo(out: str | Path, *, model: str | Path | None = None, n_images: int = DEFAULT_N_IMAGES,
              seed: int | None = None, image_seed: int = DEFAULT_IMAGE_SEED, stimuli: str | None = None,
              speed: float = 1.0,
@@ -96,7 +103,8 @@ def run_demo(out: str | Path, *, model: str | Path | None = None, n_images: int 
     _say(progress, f"[1/4] simulating {n_images} images ({n_images * 0.4 + 0.5:.0f} s of MUA, "
                    f"{contract.layout.n_channels} channels, seed {seed}, {stimuli} images, image seed {image_seed}) "
                    f"-> {session_path}")
-    sim = VirtualMacaque(contract.layout, image_size=size, seed=seed, stimuli=stimuli)
+    noise = model_noise(contract.training_config)
+    sim = VirtualMacaque(contract.layout, image_size=size, seed=seed, stimuli=stimuli, noise=noise)
     sim_info = sim.simulate_session(session_path, n_images=n_images, image_seed=image_seed,
                                     progress=progress and n_images > 200)
     with open_session(session_path) as s:
@@ -150,7 +158,7 @@ def run_demo(out: str | Path, *, model: str | Path | None = None, n_images: int 
     summary = {
         "out": str(out), "model": str(model_path), "model_id": contract.model_id,
         "engine": serve_summary.engine if serve_summary else engine,
-        "session": {"seed": seed, "image_seed": image_seed, "stimuli": stimuli, "n_images": n_images, "duration_s": session_s,
+        "session": {"seed": seed, "image_seed": image_seed, "stimuli": stimuli, "noise": noise, "n_images": n_images, "duration_s": session_s,
                     "channels": contract.layout.n_channels, "layout": contract.layout.name,
                     "simulated_in_s": sim_info.get("seconds"), "kept": bool(keep_session)},
         "speed": speed, "stride_ms": stride_ms,

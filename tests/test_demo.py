@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rtdecode.demo import bundled_model, model_seed, model_stimuli, run_demo
+from rtdecode.demo import bundled_model, model_noise, model_seed, model_stimuli, run_demo
 
 pytestmark = [pytest.mark.lsl, pytest.mark.slow]
 
@@ -26,7 +26,7 @@ def linear_model(path):
     plan = make_plan("spatiotemporal", lay)
     m, e = plan.n_maps, lay.n_electrodes
     c = DecoderContract(lay, plan, np.zeros((m, e)), np.ones((m, e)), 16, 16, "lin-demo-test",
-                        {"data": {"sim_seed": 3, "stimuli": "naturalistic"}})
+                        {"data": {"sim_seed": 3, "stimuli": "naturalistic", "noise": 2.0}})
     w = np.random.default_rng(0).normal(scale=0.02, size=(m * e, 3 * 16 * 16)).astype(np.float32)
     return save_model(build_linear_decoder(c, w, np.full(768, 0.5, np.float32)), path)
 
@@ -55,6 +55,7 @@ def test_demo_pipeline_with_a_small_linear_model(tmp_path):
     check_outputs(out, summary, 6)
     assert summary["session"]["seed"] == 3  # taken from the model's training config
     assert summary["session"]["stimuli"] == "naturalistic"  # likewise
+    assert summary["session"]["noise"] == 2.0  # likewise
     # one frame per 16 ms stride over ~2.9 s of data, minus the first window's span
     assert summary["frames_received"] > 100
 
@@ -79,3 +80,9 @@ def test_model_stimuli_lookup():
     assert model_stimuli({"data": {"stimuli": "naturalistic"}}) == "naturalistic"
     assert model_stimuli({"data": {"stimuli": "no-such-kind"}}) == "dead-leaves"
     assert model_stimuli({}) == "dead-leaves"
+
+
+def test_model_noise_lookup():
+    assert model_noise({"data": {"noise": 3}}) == 3.0
+    assert model_noise({"data": {"noise": -1}}) == 1.0
+    assert model_noise({}) == 1.0
