@@ -13,12 +13,13 @@ from rtdecode.errors import ConfigError  # noqa: E402
 from rtdecode.sim import VirtualMacaque  # noqa: E402
 from rtdecode.sim.stimuli import dead_leaves  # noqa: E402
 from rtdecode.testing import make_layout  # noqa: E402
+from rtdecode.training.checkpoint import load_checkpoint, load_decoder  # noqa: E402
 from rtdecode.training.config import TrainConfig  # noqa: E402
 from rtdecode.training.data import DecodingData  # noqa: E402
 from rtdecode.training.model import spread_centres  # noqa: E402
-from rtdecode.training.rf_learning import RFEncodingHead, initial_rfs  # noqa: E402
+from rtdecode.training.rf_learning import RFEncodingHead, initial_rfs, rf_anchor_loss  # noqa: E402
 from rtdecode.training.rf_report import other_monkey_centres, rf_report  # noqa: E402
-from rtdecode.training.train import build_model, train  # noqa: E402
+from rtdecode.training.train import build_model, resume_config, train  # noqa: E402
 from rtdecode.windows import Normaliser, map_mask, spatiotemporal_plan  # noqa: E402
 
 
@@ -99,7 +100,8 @@ def test_build_model_starts_where_the_config_says():
 
 
 def test_config_checks_the_rf_keys():
-    for bad in ({"rf_init": "middle"}, {"rf_init_sigma": 0.0}, {"w_rf_encode": -1.0}, {"rf_hold_steps": -1}):
+    for bad in ({"rf_init": "middle"}, {"rf_init_sigma": 0.0}, {"w_rf_encode": -1.0}, {"rf_hold_steps": -1},
+                {"w_rf_anchor": -0.1}):
         key = next(iter(bad))
         with pytest.raises(ConfigError, match=key):
             TrainConfig(**bad)
@@ -137,6 +139,36 @@ def test_encoding_loss_reaches_centres_and_widths():
     torch.nn.init.normal_(head.weight)
     head.loss(rf, torch.as_tensor(data.train_x), torch.as_tensor(data.train_y)).backward()
     assert float(rf.centres.grad.abs().sum()) > 0 and float(rf.log_sigma.grad.abs().sum()) > 0
+
+
+def test_anchor_keeps_centres_near_their_start(tmp_path):
+    """A fast-moving RF layer drifts from its start; the anchor loss holds it there."""
+    data = macaque_data(n_images=60, size=16, n_channels=32)
+    data.rf_known = np.clip(data.rf_true + 0.01, 0, 1)
+    moved = {}
+    for w in (0.0, 1000.0):
+        cfg = tiny_config(image_size=16, rf_init="mapped", rf_lr_scale=20.0, w_rf_anchor=w, max_steps=60, val_every=60)
+        result = train(data, cfg, tmp_path / str(w), progress=False)
+        centres = load_decoder(result.last)[0].rf_centres().numpy()
+        moved[w] = float(np.median(np.linalg.norm(centres - data.rf_known, axis=1)))
+    assert moved[1000.0] < 0.25 * moved[0.0], moved
+    assert rf_anchor_loss(torch.zeros(2, 2), torch.tensor([[0.3, 0.4], [0.0, 0.0]])) == pytest.approx(0.125)
+
+
+def test_resume_restores_the_rf_encoding_weights(tmp_path):
+    """4 steps + 3 resumed steps = 7 steps in one go: encoding weights, RF hold and optimiser come back."""
+    data = macaque_data(n_images=40, size=16, n_channels=32)
+    cfg = tiny_config(image_size=16, rf_init="centre", w_rf_encode=1.0, rf_lr_scale=20.0, rf_hold_steps=5,
+                      rf_decoder_grad=False, lr_decay_from=1.0, val_every=2)
+    first = train(data, cfg.updated(max_steps=4), tmp_path / "a", progress=False)
+    assert load_checkpoint(first.last)["rf_head"] is not None
+    second = train(data, resume_config(first.last, max_steps=7), tmp_path / "a", resume=first.last, progress=False)
+    straight = train(data, cfg.updated(max_steps=7), tmp_path / "b", progress=False)
+    a, b = load_checkpoint(second.last), load_checkpoint(straight.last)
+    for part in ("model", "rf_head"):
+        for k in a[part]:
+            np.testing.assert_allclose(a[part][k].numpy(), b[part][k].numpy(), atol=1e-5, err_msg=f"{part}.{k}")
+    assert second.rf_recovery == straight.rf_recovery  # the same init, also when resumed
 
 
 # ---- the report ------------------------------------------------------------------------------

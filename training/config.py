@@ -42,6 +42,7 @@ class TrainConfig:
     rf_init: str = "mapped"  # mapped (layout's RFs where known, else grid) | centre | grid (uninformative)
     rf_init_sigma: float = 0.25  # width of every RF at an uninformative start (centre, grid)
     w_rf_encode: float = 0.0  # weight of the RF encoding loss (each RF's Gaussian explains its response); 0 = off
+    w_rf_anchor: float = 0.0  # pull of every RF centre back to its start (mean squared distance); for mapped RFs
     rf_hold_steps: int = 0  # RF centres/widths stay put for this many steps (the encoding weights fit first)
     rf_decoder_grad: bool = True  # the decoder's loss moves the RFs too (False: only the encoding loss does)
     dropout: float = 0.0  # decoder dropout (pix2pix uses 0.5 in the innermost up-blocks)
@@ -98,6 +99,7 @@ class TrainConfig:
         need(self.rf_init in RF_INITS, "rf_init", f"one of {RF_INITS}")
         need(0.0 < self.rf_init_sigma <= 1.0, "rf_init_sigma", "a width in (0, 1] (fraction of the image width)")
         need(self.w_rf_encode >= 0, "w_rf_encode", ">= 0 (0 = no RF encoding loss)")
+        need(self.w_rf_anchor >= 0, "w_rf_anchor", ">= 0 (0 = no pull back to the initial RF centres)")
         need(self.rf_hold_steps >= 0, "rf_hold_steps", ">= 0")
         need(0.0 <= self.dropout < 1.0, "dropout", "0 <= dropout < 1")
         need(self.input_noise >= 0, "input_noise", ">= 0")

@@ -21,6 +21,9 @@ contrast). Its gradient moves each centre towards where the electrode's response
 the image and each width towards the size of that region, independently per electrode - RF
 mapping, done by gradient descent inside `rtdecode train`. The weights `a`, `b` are training-only
 (not exported); the RF layer stays the decoder's, painted maps and export are unchanged.
+
+`rf_anchor_loss` (`w_rf_anchor`) pulls centres back to their start: with mapped RFs it keeps the
+RFs that the responses hardly constrain (IT) at their mapping. Results: docs/training.md.
 """
 
 from __future__ import annotations
@@ -101,3 +104,13 @@ class RFEncodingHead(nn.Module):
         err = (self.predict(rf, y) - x * self.mask) ** 2
         return err.sum() / (self.mask.sum().clamp_min(1.0) * x.shape[0])
 
+
+
+def rf_anchor_loss(centres: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+    """Mean squared distance (image widths^2) of the RF centres from where they started.
+
+    With mapped RFs (`w_rf_anchor`, e.g. 10): where the responses place an RF firmly (V1, V4) the
+    encoding loss moves it anyway; where they hardly constrain it (IT's broad RFs, whose responses
+    in the virtual macaque are half a global-layout term) the mapping is kept.
+    """
+    return (centres - start).pow(2).sum(dim=1).mean()

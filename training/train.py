@@ -28,7 +28,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .losses import DecoderLoss, ImagePool
 from .model import HomeomorphicDecoder, PatchDiscriminator, count_parameters
-from .rf_learning import RFEncodingHead, initial_rfs
+from .rf_learning import RFEncodingHead, initial_rfs, rf_anchor_loss
 from .rf_report import format_rf_report, other_monkey_centres, rf_report
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,7 @@ def train(data: Any, config: TrainConfig, out_dir: str | Path, *, resume: str | 
 
     model = build_model(data, config).to(device)
     init_centres = model.rf_centres().cpu().numpy()  # the start, also when resuming (the init is deterministic)
+    anchor = model.rf_centres()
     losses = DecoderLoss(config.w_adv, config.w_vgg, config.w_l1, config.w_mse, config.vgg_weights).to(device)
     disc = PatchDiscriminator(data.n_maps + 3, config.disc_widths).to(device) if losses.uses_discriminator else None
     ema = None
@@ -227,9 +228,12 @@ def train(data: Any, config: TrainConfig, out_dir: str | Path, *, resume: str | 
         if not config.rf_decoder_grad:
             for p in rf_params:
                 p.grad = None
-        if rf_head is not None:
-            rf_loss = config.w_rf_encode * rf_head.loss(model.rf, x, y)
-            rf_loss.backward()
+        if rf_head is not None or config.w_rf_anchor > 0:  # the RF layer's own objective
+            rf_loss = config.w_rf_anchor * rf_anchor_loss(model.rf.centres, anchor)
+            if rf_head is not None:
+                rf_loss = rf_loss + config.w_rf_encode * rf_head.loss(model.rf, x, y)
+            if rf_loss.requires_grad:
+                rf_loss.backward()
             parts["rf"] = float(rf_loss.detach())
         opt_g.step()
         with torch.no_grad():
