@@ -246,10 +246,13 @@ def test_cli_simulate_train_export(tmp_path):
     cfg.write_text(json.dumps({"preset": "fast", "image_size": 32, "widths": [8, 16, 32],
                                "disc_widths": [8, 16], "num_threads": 1}))
     r = _cli("train", "--data", str(session), "--config", str(cfg), "--max-steps", "3", "--batch-size", "4",
-             "--out", str(tmp_path / "run"), "--no-progress", cwd=tmp_path)
+             "--rf-init", "centre", "--w-rf-encode", "1", "--out", str(tmp_path / "run"), "--no-progress", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "VGG19 feature loss is off" in r.stdout + r.stderr
     assert (tmp_path / "run" / "best.pt").exists()
+    rf = json.loads((tmp_path / "run" / "rf_recovery.json").read_text())  # the session holds its true RFs
+    assert set(rf["areas"]) == {"V1", "V4", "IT", "all"} and rf["other_monkey_seed"] == 1
+    assert rf["areas"]["V1"]["init_vs_true"] > 25.0  # started at the image centre
     r = _cli("export", str(tmp_path / "run" / "best.pt"), "--out", str(tmp_path / "m.onnx"), "--no-progress",
              cwd=tmp_path)
     assert r.returncode == 0, r.stderr

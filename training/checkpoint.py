@@ -7,6 +7,7 @@ so it loads with torch.load(weights_only=True) (no pickle of arbitrary objects):
   config (JSON)       the full TrainConfig
   model, disc         state dicts (disc None without a discriminator); with EMA, `model` holds the
                       averaged weights (validated, exported) and `model_raw` the trained ones
+  rf_head             RF encoding weights (training/rf_learning.py; None when that loss is off)
   opt_g, opt_d        optimiser states (None in exported-only checkpoints)
   step, epoch, best_metric, history (JSON list of validation records)
   norm_mean, norm_std float32 [M, E] normaliser statistics (fit on the training split)
@@ -38,7 +39,8 @@ def save_checkpoint(path: str | Path, *, model: HomeomorphicDecoder, config: Tra
                     data_info: dict[str, Any] | None = None, disc: torch.nn.Module | None = None,
                     opt_g: torch.optim.Optimizer | None = None, opt_d: torch.optim.Optimizer | None = None,
                     best_metric: float | None = None, history: list[dict[str, Any]] | None = None,
-                    sample_inputs: Any = None, model_raw: torch.nn.Module | None = None) -> Path:
+                    sample_inputs: Any = None, model_raw: torch.nn.Module | None = None,
+                    rf_head: torch.nn.Module | None = None) -> Path:
     """Write atomically (temp file then rename) so an interrupted save never leaves a broken file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,6 +52,7 @@ def save_checkpoint(path: str | Path, *, model: HomeomorphicDecoder, config: Tra
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "model_raw": None if model_raw is None else {k: v.detach().cpu() for k, v in model_raw.state_dict().items()},
         "disc": None if disc is None else {k: v.detach().cpu() for k, v in disc.state_dict().items()},
+        "rf_head": None if rf_head is None else {k: v.detach().cpu() for k, v in rf_head.state_dict().items()},
         "opt_g": None if opt_g is None else opt_g.state_dict(),
         "opt_d": None if opt_d is None else opt_d.state_dict(),
         "step": int(step),

@@ -18,6 +18,7 @@ from rtdecode.errors import ConfigError
 WINDOW_PRESETS = ("spatiotemporal", "spatial")
 DEVICES = ("cpu", "cuda")
 VAL_METRICS = ("pixel_corr", "l1")
+RF_INITS = ("mapped", "centre", "grid")  # training/rf_learning.py documents them
 
 
 @dataclass
@@ -37,6 +38,12 @@ class TrainConfig:
     rf_norm_eps: float = 0.5
     rf_sigma_init: dict[str, float] = field(default_factory=lambda: {"V1": 0.04, "V4": 0.10, "IT": 0.25})
     learn_rf: bool = True
+    # RF learning (training/rf_learning.py): where the RFs start and what moves them
+    rf_init: str = "mapped"  # mapped (layout's RFs where known, else grid) | centre | grid (uninformative)
+    rf_init_sigma: float = 0.25  # width of every RF at an uninformative start (centre, grid)
+    w_rf_encode: float = 0.0  # weight of the RF encoding loss (each RF's Gaussian explains its response); 0 = off
+    rf_hold_steps: int = 0  # RF centres/widths stay put for this many steps (the encoding weights fit first)
+    rf_decoder_grad: bool = True  # the decoder's loss moves the RFs too (False: only the encoding loss does)
     dropout: float = 0.0  # decoder dropout (pix2pix uses 0.5 in the innermost up-blocks)
     input_noise: float = 0.0  # training augmentation: Gaussian noise (sd, z-units) added to the input maps
     # losses (a weight of 0 disables the term; w_adv = 0 means no discriminator at all)
@@ -53,7 +60,7 @@ class TrainConfig:
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
-    rf_lr_scale: float = 1.0  # learning-rate multiplier for the RF centres and widths
+    rf_lr_scale: float = 1.0  # learning-rate multiplier for the RF centres and widths (and the RF encoding weights)
     ema: float = 0.0  # > 0: validate, checkpoint and export an exponential moving average of the weights
     lr_decay_from: float = 0.5  # linear decay to 0 starts at this fraction of all steps (1.0 = constant)
     seed: int = 0
@@ -88,6 +95,10 @@ class TrainConfig:
              "at least 2 positive widths")
         need(self.rf_norm_eps > 0, "rf_norm_eps", "> 0")
         need(all(v > 0 for v in self.rf_sigma_init.values()), "rf_sigma_init", "positive widths per area")
+        need(self.rf_init in RF_INITS, "rf_init", f"one of {RF_INITS}")
+        need(0.0 < self.rf_init_sigma <= 1.0, "rf_init_sigma", "a width in (0, 1] (fraction of the image width)")
+        need(self.w_rf_encode >= 0, "w_rf_encode", ">= 0 (0 = no RF encoding loss)")
+        need(self.rf_hold_steps >= 0, "rf_hold_steps", ">= 0")
         need(0.0 <= self.dropout < 1.0, "dropout", "0 <= dropout < 1")
         need(self.input_noise >= 0, "input_noise", ">= 0")
         for key in ("w_adv", "w_vgg", "w_l1", "w_mse"):

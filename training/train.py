@@ -22,12 +22,15 @@ import numpy as np
 import torch
 
 from rtdecode.errors import ConfigError
+from rtdecode.metrics import rf_recovery
 from rtdecode.progress import progress_bar
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .losses import DecoderLoss, ImagePool
-from .model import HomeomorphicDecoder, PatchDiscriminator, count_parameters, sigma_init_for
+from .model import HomeomorphicDecoder, PatchDiscriminator, count_parameters
+from .rf_learning import RFEncodingHead, initial_rfs
+from .rf_report import format_rf_report, other_monkey_centres, rf_report
 
 log = logging.getLogger(__name__)
 N_SAMPLE_INPUTS = 4
@@ -44,6 +47,7 @@ class TrainResult:
     best_metric: float
     history: list[dict[str, Any]] = field(default_factory=list)
     note: str = ""
+    rf_recovery: dict[str, Any] | None = None  # training/rf_report.py; None without true RFs
 
 
 def pick_device(name: str) -> torch.device:
@@ -63,7 +67,7 @@ def set_threads(n: int) -> int:
 
 
 def build_model(data: Any, config: TrainConfig) -> HomeomorphicDecoder:
-    """A decoder for this data; RF centres start at the layout's known centres where given."""
+    """A decoder for this data; its RFs start as `config.rf_init` says (training/rf_learning.py)."""
     h, w = data.image_size
     if h != w or h != config.image_size:
         raise ConfigError(f"data images are {h}x{w} but the config wants image_size={config.image_size}; "
@@ -71,11 +75,13 @@ def build_model(data: Any, config: TrainConfig) -> HomeomorphicDecoder:
     model = HomeomorphicDecoder(data.n_maps, data.n_electrodes, config.image_size, config.widths,
                                 rf_normalise=config.rf_normalise, rf_norm_eps=config.rf_norm_eps,
                                 learn_rf=config.learn_rf, dropout=config.dropout, mask=data.mask)
-    sigmas = sigma_init_for(data.layout.electrode_areas(), config.rf_sigma_init)
+    known_sigmas = None
     if data.layout.rf_sigmas is not None:
-        known = np.asarray(data.layout.rf_sigmas, dtype=np.float64)[data.layout.used_channels]
-        sigmas = np.where(np.isfinite(known) & (known > 0), known, sigmas)
-    model.rf.init_rf(data.rf_known, sigmas)
+        known_sigmas = np.asarray(data.layout.rf_sigmas, dtype=np.float64)[data.layout.used_channels]
+    centres, sigmas = initial_rfs(config.rf_init, data.n_electrodes, data.layout.electrode_areas(),
+                                  known_centres=data.rf_known, known_sigmas=known_sigmas,
+                                  sigma_per_area=config.rf_sigma_init, broad_sigma=config.rf_init_sigma)
+    model.rf.init_rf(centres, sigmas)
     return model
 
 
@@ -119,6 +125,7 @@ def train(data: Any, config: TrainConfig, out_dir: str | Path, *, resume: str | 
     np.random.seed(config.seed % (2 ** 32))
 
     model = build_model(data, config).to(device)
+    init_centres = model.rf_centres().cpu().numpy()  # the start, also when resuming (the init is deterministic)
     losses = DecoderLoss(config.w_adv, config.w_vgg, config.w_l1, config.w_mse, config.vgg_weights).to(device)
     disc = PatchDiscriminator(data.n_maps + 3, config.disc_widths).to(device) if losses.uses_discriminator else None
     ema = None
@@ -126,9 +133,11 @@ def train(data: Any, config: TrainConfig, out_dir: str | Path, *, resume: str | 
         ema = copy.deepcopy(model).requires_grad_(False)
     rf_params = [model.rf.centres, model.rf.log_sigma]
     gen_params = [p for n, p in model.named_parameters() if not n.startswith("rf.")]
-    opt_g = torch.optim.Adam([{"params": gen_params, "lr": config.lr},
-                              {"params": rf_params, "lr": config.lr * config.rf_lr_scale}],
-                             betas=(config.beta1, config.beta2))
+    rf_head = RFEncodingHead(data.mask).to(device) if config.w_rf_encode > 0 else None
+    groups = [{"params": gen_params, "lr": config.lr}, {"params": rf_params, "lr": config.lr * config.rf_lr_scale}]
+    if rf_head is not None:  # a third group only then: older checkpoints' optimiser states still load
+        groups.append({"params": list(rf_head.parameters()), "lr": config.lr * config.rf_lr_scale})
+    opt_g = torch.optim.Adam(groups, betas=(config.beta1, config.beta2))
     opt_d = (torch.optim.Adam(disc.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
              if disc is not None else None)
     base_lrs = [g["lr"] for g in opt_g.param_groups]
@@ -153,6 +162,8 @@ def train(data: Any, config: TrainConfig, out_dir: str | Path, *, resume: str | 
             ema.load_state_dict(ckpt["model"])
         if disc is not None and ckpt.get("disc") is not None:
             disc.load_state_dict(ckpt["disc"])
+        if rf_head is not None and ckpt.get("rf_head") is not None:
+            rf_head.load_state_dict(ckpt["rf_head"])
         if ckpt.get("opt_g") is not None:
             opt_g.load_state_dict(ckpt["opt_g"])
         if opt_d is not None and ckpt.get("opt_d") is not None:
@@ -189,16 +200,15 @@ def train(data: Any, config: TrainConfig, out_dir: str | Path, *, resume: str | 
         idx = perm[within * config.batch_size:(within + 1) * config.batch_size]
         x = x_all[idx].to(device, non_blocking=True)
         y = y_all[idx].to(device, non_blocking=True)
-        if config.input_noise > 0:
-            x = x + config.input_noise * torch.randn_like(x) * model.rf.mask
+        x_in = x + config.input_noise * torch.randn_like(x) * model.rf.mask if config.input_noise > 0 else x
         factor = _lr_factor(step, total, config.lr_decay_from)
-        for g, lr in zip(opt_g.param_groups, base_lrs, strict=True):
-            g["lr"] = lr * factor
+        for i, (g, lr) in enumerate(zip(opt_g.param_groups, base_lrs, strict=True)):
+            g["lr"] = 0.0 if i == 1 and step < config.rf_hold_steps else lr * factor
         if opt_d is not None:
             for g in opt_d.param_groups:
                 g["lr"] = config.lr * factor
 
-        maps = model.rf(x)
+        maps = model.rf(x_in)
         fake = model.generator(maps)
         parts: dict[str, float] = {}
         if disc is not None and opt_d is not None:
@@ -215,6 +225,13 @@ def train(data: Any, config: TrainConfig, out_dir: str | Path, *, resume: str | 
             g_loss, gparts = losses.generator(fake, y)
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
+        if not config.rf_decoder_grad:
+            for p in rf_params:
+                p.grad = None
+        if rf_head is not None:
+            rf_loss = config.w_rf_encode * rf_head.loss(model.rf, x, y)
+            rf_loss.backward()
+            parts["rf"] = float(rf_loss.detach())
         opt_g.step()
         with torch.no_grad():
             model.rf.centres.clamp_(-0.25, 1.25)
@@ -236,7 +253,8 @@ def train(data: Any, config: TrainConfig, out_dir: str | Path, *, resume: str | 
             metrics = validate(ema if ema is not None else model, val_x, val_y, device)
             rec = {"step": step, "epoch": step / steps_per_epoch, "time_s": round(time.perf_counter() - t0, 1),
                    **{f"val_{k}": round(v, 5) for k, v in metrics.items()},
-                   **{f"train_{k}": round(v, 5) for k, v in running.items()}}
+                   **{f"train_{k}": round(v, 5) for k, v in running.items()},
+                   **_rf_errors(ema if ema is not None else model, data, config.image_size)}
             history.append(rec)
             value = metrics[config.val_metric]
             improved = value > best if higher_better else value < best
@@ -247,7 +265,7 @@ def train(data: Any, config: TrainConfig, out_dir: str | Path, *, resume: str | 
             if improved:
                 best = value
             state = dict(model=ema if ema is not None else model, model_raw=model if ema is not None else None,
-                         step=step, epoch=epoch, disc=disc, opt_g=opt_g, opt_d=opt_d,
+                         step=step, epoch=epoch, disc=disc, opt_g=opt_g, opt_d=opt_d, rf_head=rf_head,
                          best_metric=best, history=history, **common)
             save_checkpoint(last_path, **state)
             if improved:
@@ -258,8 +276,34 @@ def train(data: Any, config: TrainConfig, out_dir: str | Path, *, resume: str | 
     if not best_path.exists():  # e.g. resumed at the end
         save_checkpoint(best_path, model=ema if ema is not None else model,
                         model_raw=model if ema is not None else None, step=step, epoch=step // steps_per_epoch, disc=disc, opt_g=opt_g,
-                        opt_d=opt_d, best_metric=best, history=history, **common)
-    return TrainResult(out, best_path, last_path, step, best, history, losses.note)
+                        opt_d=opt_d, best_metric=best, history=history, rf_head=rf_head, **common)
+    rf_rec = _rf_recovery(init_centres, ema if ema is not None else model, data, config.image_size, out)
+    return TrainResult(out, best_path, last_path, step, best, history, losses.note, rf_rec)
+
+
+def _rf_errors(model: HomeomorphicDecoder, data: Any, width: int) -> dict[str, float]:
+    """rf_err_<area>: median centre error (% of width) vs the true RFs, for the history; {} without them."""
+    if getattr(data, "rf_true", None) is None:
+        return {}
+    rec = rf_recovery(model.rf_centres().cpu().numpy(), data.rf_true, data.layout.electrode_areas(), width)
+    return {f"rf_err_{area}": round(r["median_pct_width"], 3) for area, r in rec.items()}
+
+
+def _rf_recovery(init: np.ndarray, model: HomeomorphicDecoder, data: Any, width: int,
+                 out: Path) -> dict[str, Any] | None:
+    """The RF report of this run (training/rf_report.py), logged and written to out/rf_recovery.json."""
+    if getattr(data, "rf_true", None) is None:
+        return None
+    other, other_seed = None, None
+    try:
+        other, other_seed = other_monkey_centres(data.layout, data.rf_true)
+    except (ValueError, ConfigError) as e:
+        log.warning("RF report without the other-monkey control: %s", e)
+    report = rf_report(init, model.rf_centres().cpu().numpy(), data.rf_true, data.layout.electrode_areas(),
+                       width, other, other_seed)
+    (out / "rf_recovery.json").write_text(json.dumps(report, indent=2))
+    log.info("%s", format_rf_report(report))
+    return report
 
 
 @torch.no_grad()

@@ -23,6 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--w-l1", type=float, default=None, help="L1 pixel loss weight (preset: 0.5)%(default).0s")
     p.add_argument("--vgg-weights", default=None,
                    help="torchvision vgg19 state dict (.pth) or .safetensors; without it the VGG loss is off%(default).0s")
+    p.add_argument("--rf-init", choices=("mapped", "centre", "grid"), default=None,
+                   help="RF start: the layout's mapped RFs, or uninformative (all at the image centre / on a grid, "
+                        "width rf_init_sigma); preset: mapped%(default).0s")
+    p.add_argument("--w-rf-encode", type=float, default=None,
+                   help="RF encoding loss weight: each RF's Gaussian must explain its electrode's response "
+                        "(see docs/training.md, 'Learning the RFs'); preset: 0%(default).0s")
     p.add_argument("--out", default="runs/train", help="output folder: best.pt, last.pt, config.json, history.jsonl")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="training device (preset: cpu)%(default).0s")
     p.add_argument("--seed", type=int, default=None, help="seed of initialisation and batch order (preset: 0)%(default).0s")
@@ -48,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {"windows": args.windows, "epochs": args.epochs, "max_steps": args.max_steps,
                  "batch_size": args.batch_size, "lr": args.lr, "w_adv": args.w_adv, "w_vgg": args.w_vgg,
                  "w_l1": args.w_l1, "vgg_weights": args.vgg_weights, "device": args.device, "seed": args.seed,
-                 "num_threads": args.threads}
+                 "num_threads": args.threads, "rf_init": args.rf_init, "w_rf_encode": args.w_rf_encode}
     if args.resume:
         config = resume_config(args.resume, **{k: overrides[k] for k in
                                                ("epochs", "max_steps", "device", "num_threads", "vgg_weights")})
