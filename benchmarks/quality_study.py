@@ -44,7 +44,10 @@ log = logging.getLogger(__name__)
 # threads, seed) and the common recipe below.
 COMMON = {"w_vgg": 0.0, "w_adv": 0.0, "w_l1": 0.5, "w_mse": 0.5, "ema": 0.999, "input_noise": 0.3,
           "lr": 5e-4, "beta1": 0.5, "lr_decay_from": 0.5}
-RF_LEARNED = {"learn_rf": True, "rf_init": "centre", "w_rf_encode": 1.0}
+# RFs learned from nothing: all at the image centre (broad), moved by the RF encoding loss alone (the
+# decoder's gradient is kept off the RF layer, which otherwise pulls them away), RF lr 20x after 50 steps.
+RF_LEARNED = {"learn_rf": True, "rf_init": "centre", "w_rf_encode": 1.0, "rf_lr_scale": 20.0,
+              "rf_hold_steps": 50, "rf_decoder_grad": False}
 ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "base": ("fast", {**RF_LEARNED}),
     "spatial": ("fast", {**RF_LEARNED, "windows": "spatial"}),
@@ -68,10 +71,10 @@ def make_session(path: Path, *, n_images: int, image_size: int, seed: int, image
     return vm.simulate_session(path, n_images=n_images, known_rfs=True, image_seed=image_seed, progress=True)
 
 
-def load(path: Path, windows: str, image_size: int, cache: Path):
+def load(path: Path, windows: str, image_size: int, cache: Path, split: tuple[float, float, float]):
     from rtdecode.training.data import load_decoding_data
 
-    return load_decoding_data(path, windows=windows, image_size=image_size, seed=0, cache_dir=cache)
+    return load_decoding_data(path, windows=windows, image_size=image_size, split=split, seed=0, cache_dir=cache)
 
 
 def baselines(data, data_spatial, n_boot: int) -> dict[str, Any]:
@@ -82,7 +85,7 @@ def baselines(data, data_spatial, n_boot: int) -> dict[str, Any]:
 
 
 def train_row(name: str, data, out: Path, *, steps: int, threads: int, batch: int,
-              vgg_weights: str | None) -> dict[str, Any]:
+              vgg_weights: str | None, session: dict[str, Any]) -> dict[str, Any]:
     """Train one row, export its best checkpoint to ONNX; returns paths, timings and validation."""
     from rtdecode.training.config import preset
     from rtdecode.training.export import export_checkpoint
@@ -90,13 +93,15 @@ def train_row(name: str, data, out: Path, *, steps: int, threads: int, batch: in
 
     kind, over = ROWS[name]
     over = {**COMMON, **over}
+    over.pop("windows", None)  # the data's window plan decides (loaded per row)
     if "w_vgg" in ROWS[name][1]:
         over["vgg_weights"] = vgg_weights
     cfg = preset(kind).updated(**over, max_steps=steps, batch_size=batch, num_threads=threads, seed=0,
-                               image_size=data.image_size[1], val_every=max(50, steps // 10))
+                               image_size=data.image_size[1], val_every=max(2, steps // 10),
+                               windows=data.plan.preset)
     run_dir = out / "runs" / name
     t0 = time.monotonic()
-    result = train(data, cfg, run_dir, progress=True)
+    result = train(data, cfg, run_dir, progress=True, data_info=session)
     minutes = (time.monotonic() - t0) / 60.0
     onnx = run_dir / "best.onnx"
     export_checkpoint(result.best, onnx)
@@ -128,9 +133,10 @@ def score_row(onnx: Path, data, report: dict[str, Any], n_boot: int) -> tuple[di
     return m, recon
 
 
-def run_study(out: str | Path, *, rows: list[str], n_images: int = 3000, image_size: int = 64, steps: int = 3000,
+def run_study(out: str | Path, *, rows: list[str], n_images: int = 4000, image_size: int = 64, steps: int = 3000,
               threads: int = 2, batch: int = 8, seed: int = 0, image_seed: int = 7, stimuli: str = "naturalistic",
-              vgg_weights: str | None = None, n_boot: int = 2000, keep_session: bool = False) -> dict[str, Any]:
+              vgg_weights: str | None = None, n_boot: int = 2000, keep_session: bool = False,
+              split: tuple[float, float, float] = (0.7, 0.1, 0.2)) -> dict[str, Any]:
     """Simulate the session, fit the baselines, train and score every row; writes the report files."""
     from rtdecode.training.evaluate import grid_rows, save_grid
 
@@ -144,8 +150,7 @@ def run_study(out: str | Path, *, rows: list[str], n_images: int = 3000, image_s
     sim = make_session(session, n_images=n_images, image_size=image_size, seed=seed, image_seed=image_seed,
                        stimuli=stimuli)
     cache = out / "cache"
-    data = {"spatiotemporal": load(session, "spatiotemporal", image_size, cache),
-            "spatial": load(session, "spatial", image_size, cache)}
+    data = {w: load(session, w, image_size, cache, split) for w in ("spatiotemporal", "spatial")}
     if not keep_session:
         session.unlink(missing_ok=True)  # ~1.6 MB per image; the window maps are in memory (and cache)
     report = baselines(data["spatiotemporal"], data["spatial"], n_boot)
@@ -159,7 +164,9 @@ def run_study(out: str | Path, *, rows: list[str], n_images: int = 3000, image_s
             continue
         d = data[ROWS[name][1].get("windows", "spatiotemporal")]
         log.info("row %s: training %d steps", name, steps)
-        row = train_row(name, d, out, steps=steps, threads=threads, batch=batch, vgg_weights=vgg_weights)
+        row = train_row(name, d, out, steps=steps, threads=threads, batch=batch, vgg_weights=vgg_weights,
+                        session={"source": "virtual macaque (quality study)", "sim_seed": seed,
+                                 "image_seed": image_seed, "stimuli": stimuli, "n_images": n_images})
         m, recon = score_row(row["onnx"], d, report, n_boot)
         row["test"] = m
         row["onnx"] = str(Path(row["onnx"]).relative_to(out))
@@ -274,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="output folder (quality.json, quality.md, grid-*.png, runs/)")
     p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated rows, of {list(ROWS)}")
-    p.add_argument("--n-images", type=int, default=3000, help="images in the session")
+    p.add_argument("--n-images", type=int, default=4000, help="images in the session (split 0.7/0.1/0.2 by image)")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=3000, help="optimiser steps per row (the budget)")
     p.add_argument("--threads", type=int, default=2)
@@ -287,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoke", action="store_true", help="tiny settings for a test: 40 images, 16 px, 4 steps")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    for noisy in ("onnxscript", "onnx_ir", "torch"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     kw: dict[str, Any] = {"n_images": a.n_images, "image_size": a.image_size, "steps": a.steps,
                           "threads": a.threads, "batch": a.batch, "stimuli": a.stimuli, "image_seed": a.image_seed,
                           "vgg_weights": a.vgg19_weights, "n_boot": a.n_boot, "keep_session": a.keep_session}
