@@ -62,12 +62,12 @@ NEEDS_VGG = ("vgg", "vgg-adv")
 
 
 def make_session(path: Path, *, n_images: int, image_size: int, seed: int, image_seed: int,
-                 stimuli: str) -> dict[str, Any]:
+                 stimuli: str, noise: float) -> dict[str, Any]:
     """The virtual-macaque session every row trains on (monkey N layout, mapped RFs stored)."""
     from rtdecode.layout import tvsd_monkey_n
     from rtdecode.sim import VirtualMacaque
 
-    vm = VirtualMacaque(tvsd_monkey_n(), image_size=image_size, seed=seed, stimuli=stimuli)
+    vm = VirtualMacaque(tvsd_monkey_n(), image_size=image_size, seed=seed, stimuli=stimuli, noise=noise)
     return vm.simulate_session(path, n_images=n_images, known_rfs=True, image_seed=image_seed, progress=True)
 
 
@@ -134,9 +134,9 @@ def score_row(onnx: Path, data, report: dict[str, Any], n_boot: int) -> tuple[di
 
 
 def run_study(out: str | Path, *, rows: list[str], n_images: int = 4000, image_size: int = 64, steps: int = 3000,
-              threads: int = 2, batch: int = 8, seed: int = 0, image_seed: int = 7, stimuli: str = "naturalistic",
+              threads: int = 1, batch: int = 8, seed: int = 0, image_seed: int = 7, stimuli: str = "naturalistic",
               vgg_weights: str | None = None, n_boot: int = 2000, keep_session: bool = False,
-              split: tuple[float, float, float] = (0.7, 0.1, 0.2)) -> dict[str, Any]:
+              split: tuple[float, float, float] = (0.7, 0.1, 0.2), noise: float = 3.0) -> dict[str, Any]:
     """Simulate the session, fit the baselines, train and score every row; writes the report files."""
     from rtdecode.training.evaluate import grid_rows, save_grid
 
@@ -148,7 +148,7 @@ def run_study(out: str | Path, *, rows: list[str], n_images: int = 4000, image_s
     t_start = time.monotonic()
     session = out / "session.h5"
     sim = make_session(session, n_images=n_images, image_size=image_size, seed=seed, image_seed=image_seed,
-                       stimuli=stimuli)
+                       stimuli=stimuli, noise=noise)
     cache = out / "cache"
     data = {w: load(session, w, image_size, cache, split) for w in ("spatiotemporal", "spatial")}
     if not keep_session:
@@ -166,7 +166,8 @@ def run_study(out: str | Path, *, rows: list[str], n_images: int = 4000, image_s
         log.info("row %s: training %d steps", name, steps)
         row = train_row(name, d, out, steps=steps, threads=threads, batch=batch, vgg_weights=vgg_weights,
                         session={"source": "virtual macaque (quality study)", "sim_seed": seed,
-                                 "image_seed": image_seed, "stimuli": stimuli, "n_images": n_images})
+                                 "image_seed": image_seed, "stimuli": stimuli, "n_images": n_images,
+                                 "noise": noise})
         m, recon = score_row(row["onnx"], d, report, n_boot)
         row["test"] = m
         row["onnx"] = str(Path(row["onnx"]).relative_to(out))
@@ -176,19 +177,20 @@ def run_study(out: str | Path, *, rows: list[str], n_images: int = 4000, image_s
         save_grid(y_test, grid, out / f"grid-{name}.png")
         results[name] = row
         _write(out, sim, report, results, locals_for_meta(n_images, image_size, steps, threads, batch, seed,
-                                                            image_seed, stimuli, t_start))
+                                                            image_seed, stimuli, t_start, noise))
     trained = {k: v for k, v in results.items() if "val_pixel_corr" in v}
     best = max(trained, key=lambda k: trained[k]["val_pixel_corr"]) if trained else None
     study = _write(out, sim, report, results, locals_for_meta(n_images, image_size, steps, threads, batch, seed,
-                                                               image_seed, stimuli, t_start), best=best)
+                                                               image_seed, stimuli, t_start, noise), best=best)
     if not keep_session:
         shutil.rmtree(cache, ignore_errors=True)
     return study
 
 
-def locals_for_meta(n_images, image_size, steps, threads, batch, seed, image_seed, stimuli, t_start) -> dict:
+def locals_for_meta(n_images, image_size, steps, threads, batch, seed, image_seed, stimuli, t_start,
+                    noise) -> dict:
     return {"n_images": n_images, "image_size": image_size, "steps": steps, "threads": threads, "batch": batch,
-            "seed": seed, "image_seed": image_seed, "stimuli": stimuli,
+            "seed": seed, "image_seed": image_seed, "stimuli": stimuli, "noise": noise,
             "wall_minutes": (time.monotonic() - t_start) / 60.0}
 
 
@@ -234,7 +236,7 @@ def markdown(study: dict) -> str:
     b = study["budget"]
     lines = [f"# Reconstruction quality study ({b['stimuli']} virtual macaque)", "",
              f"Session: {b['n_images']} {b['stimuli']} images at {b['image_size']}x{b['image_size']}, monkey N "
-             f"layout, simulator seed {b['seed']}, image seed {b['image_seed']}; test images: "
+             f"layout, simulator seed {b['seed']}, noise {b['noise']:g}, image seed {b['image_seed']}; test images: "
              f"{study['split']['test_images']} (split by image, held out). Budget per row: {b['steps']} steps, "
              f"batch {b['batch']}, {b['threads']} threads, seed 0. Machine: {study['machine'].get('cpu_model')}, "
              f"{study['machine'].get('cores')} cores. Wall time so far: {b['wall_minutes']:.0f} min.",
@@ -284,7 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-images", type=int, default=4000, help="images in the session (split 0.7/0.1/0.2 by image)")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=3000, help="optimiser steps per row (the budget)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per training run (1: a second thread on a busy 2-core box spins)")
+    p.add_argument("--noise", type=float, default=3.0,
+                   help="simulator noise scale (3: single-trial reliability near a real array's, see docs/quality.md)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--stimuli", default="naturalistic", help="naturalistic, photos or dead-leaves")
     p.add_argument("--image-seed", type=int, default=7)
@@ -298,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     kw: dict[str, Any] = {"n_images": a.n_images, "image_size": a.image_size, "steps": a.steps,
                           "threads": a.threads, "batch": a.batch, "stimuli": a.stimuli, "image_seed": a.image_seed,
-                          "vgg_weights": a.vgg19_weights, "n_boot": a.n_boot, "keep_session": a.keep_session}
+                          "vgg_weights": a.vgg19_weights, "n_boot": a.n_boot, "keep_session": a.keep_session,
+                          "noise": a.noise}
     if a.smoke:
         kw.update(n_images=40, image_size=16, steps=4, n_boot=50, threads=1)
     study = run_study(a.out, rows=[r for r in a.rows.split(",") if r], **kw)
