@@ -44,7 +44,10 @@ log = logging.getLogger(__name__)
 # threads, seed) and the common recipe below.
 COMMON = {"w_vgg": 0.0, "w_adv": 0.0, "w_l1": 0.5, "w_mse": 0.5, "ema": 0.999, "input_noise": 0.3,
           "lr": 5e-4, "beta1": 0.5, "lr_decay_from": 0.5}
-RF_LEARNED = {"learn_rf": True, "rf_init": "centre", "w_rf_encode": 1.0}
+# RFs learned from nothing: all at the image centre (broad), moved by the RF encoding loss alone (the
+# decoder's gradient is kept off the RF layer, which otherwise pulls them away), RF lr 20x after 50 steps.
+RF_LEARNED = {"learn_rf": True, "rf_init": "centre", "w_rf_encode": 1.0, "rf_lr_scale": 20.0,
+              "rf_hold_steps": 50, "rf_decoder_grad": False}
 ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "base": ("fast", {**RF_LEARNED}),
     "spatial": ("fast", {**RF_LEARNED, "windows": "spatial"}),
@@ -59,19 +62,19 @@ NEEDS_VGG = ("vgg", "vgg-adv")
 
 
 def make_session(path: Path, *, n_images: int, image_size: int, seed: int, image_seed: int,
-                 stimuli: str) -> dict[str, Any]:
+                 stimuli: str, noise: float) -> dict[str, Any]:
     """The virtual-macaque session every row trains on (monkey N layout, mapped RFs stored)."""
     from rtdecode.layout import tvsd_monkey_n
     from rtdecode.sim import VirtualMacaque
 
-    vm = VirtualMacaque(tvsd_monkey_n(), image_size=image_size, seed=seed, stimuli=stimuli)
+    vm = VirtualMacaque(tvsd_monkey_n(), image_size=image_size, seed=seed, stimuli=stimuli, noise=noise)
     return vm.simulate_session(path, n_images=n_images, known_rfs=True, image_seed=image_seed, progress=True)
 
 
-def load(path: Path, windows: str, image_size: int, cache: Path):
+def load(path: Path, windows: str, image_size: int, cache: Path, split: tuple[float, float, float]):
     from rtdecode.training.data import load_decoding_data
 
-    return load_decoding_data(path, windows=windows, image_size=image_size, seed=0, cache_dir=cache)
+    return load_decoding_data(path, windows=windows, image_size=image_size, split=split, seed=0, cache_dir=cache)
 
 
 def baselines(data, data_spatial, n_boot: int) -> dict[str, Any]:
@@ -82,7 +85,7 @@ def baselines(data, data_spatial, n_boot: int) -> dict[str, Any]:
 
 
 def train_row(name: str, data, out: Path, *, steps: int, threads: int, batch: int,
-              vgg_weights: str | None) -> dict[str, Any]:
+              vgg_weights: str | None, session: dict[str, Any]) -> dict[str, Any]:
     """Train one row, export its best checkpoint to ONNX; returns paths, timings and validation."""
     from rtdecode.training.config import preset
     from rtdecode.training.export import export_checkpoint
@@ -90,13 +93,15 @@ def train_row(name: str, data, out: Path, *, steps: int, threads: int, batch: in
 
     kind, over = ROWS[name]
     over = {**COMMON, **over}
+    over.pop("windows", None)  # the data's window plan decides (loaded per row)
     if "w_vgg" in ROWS[name][1]:
         over["vgg_weights"] = vgg_weights
     cfg = preset(kind).updated(**over, max_steps=steps, batch_size=batch, num_threads=threads, seed=0,
-                               image_size=data.image_size[1], val_every=max(50, steps // 10))
+                               image_size=data.image_size[1], val_every=max(2, steps // 10),
+                               windows=data.plan.preset)
     run_dir = out / "runs" / name
     t0 = time.monotonic()
-    result = train(data, cfg, run_dir, progress=True)
+    result = train(data, cfg, run_dir, progress=True, data_info=session)
     minutes = (time.monotonic() - t0) / 60.0
     onnx = run_dir / "best.onnx"
     export_checkpoint(result.best, onnx)
@@ -128,9 +133,10 @@ def score_row(onnx: Path, data, report: dict[str, Any], n_boot: int) -> tuple[di
     return m, recon
 
 
-def run_study(out: str | Path, *, rows: list[str], n_images: int = 3000, image_size: int = 64, steps: int = 3000,
-              threads: int = 2, batch: int = 8, seed: int = 0, image_seed: int = 7, stimuli: str = "naturalistic",
-              vgg_weights: str | None = None, n_boot: int = 2000, keep_session: bool = False) -> dict[str, Any]:
+def run_study(out: str | Path, *, rows: list[str], n_images: int = 4000, image_size: int = 64, steps: int = 3000,
+              threads: int = 1, batch: int = 8, seed: int = 0, image_seed: int = 7, stimuli: str = "naturalistic",
+              vgg_weights: str | None = None, n_boot: int = 2000, keep_session: bool = False,
+              split: tuple[float, float, float] = (0.7, 0.1, 0.2), noise: float = 3.0) -> dict[str, Any]:
     """Simulate the session, fit the baselines, train and score every row; writes the report files."""
     from rtdecode.training.evaluate import grid_rows, save_grid
 
@@ -142,10 +148,9 @@ def run_study(out: str | Path, *, rows: list[str], n_images: int = 3000, image_s
     t_start = time.monotonic()
     session = out / "session.h5"
     sim = make_session(session, n_images=n_images, image_size=image_size, seed=seed, image_seed=image_seed,
-                       stimuli=stimuli)
+                       stimuli=stimuli, noise=noise)
     cache = out / "cache"
-    data = {"spatiotemporal": load(session, "spatiotemporal", image_size, cache),
-            "spatial": load(session, "spatial", image_size, cache)}
+    data = {w: load(session, w, image_size, cache, split) for w in ("spatiotemporal", "spatial")}
     if not keep_session:
         session.unlink(missing_ok=True)  # ~1.6 MB per image; the window maps are in memory (and cache)
     report = baselines(data["spatiotemporal"], data["spatial"], n_boot)
@@ -159,7 +164,10 @@ def run_study(out: str | Path, *, rows: list[str], n_images: int = 3000, image_s
             continue
         d = data[ROWS[name][1].get("windows", "spatiotemporal")]
         log.info("row %s: training %d steps", name, steps)
-        row = train_row(name, d, out, steps=steps, threads=threads, batch=batch, vgg_weights=vgg_weights)
+        row = train_row(name, d, out, steps=steps, threads=threads, batch=batch, vgg_weights=vgg_weights,
+                        session={"source": "virtual macaque (quality study)", "sim_seed": seed,
+                                 "image_seed": image_seed, "stimuli": stimuli, "n_images": n_images,
+                                 "noise": noise})
         m, recon = score_row(row["onnx"], d, report, n_boot)
         row["test"] = m
         row["onnx"] = str(Path(row["onnx"]).relative_to(out))
@@ -169,19 +177,20 @@ def run_study(out: str | Path, *, rows: list[str], n_images: int = 3000, image_s
         save_grid(y_test, grid, out / f"grid-{name}.png")
         results[name] = row
         _write(out, sim, report, results, locals_for_meta(n_images, image_size, steps, threads, batch, seed,
-                                                            image_seed, stimuli, t_start))
+                                                            image_seed, stimuli, t_start, noise))
     trained = {k: v for k, v in results.items() if "val_pixel_corr" in v}
     best = max(trained, key=lambda k: trained[k]["val_pixel_corr"]) if trained else None
     study = _write(out, sim, report, results, locals_for_meta(n_images, image_size, steps, threads, batch, seed,
-                                                               image_seed, stimuli, t_start), best=best)
+                                                               image_seed, stimuli, t_start, noise), best=best)
     if not keep_session:
         shutil.rmtree(cache, ignore_errors=True)
     return study
 
 
-def locals_for_meta(n_images, image_size, steps, threads, batch, seed, image_seed, stimuli, t_start) -> dict:
+def locals_for_meta(n_images, image_size, steps, threads, batch, seed, image_seed, stimuli, t_start,
+                    noise) -> dict:
     return {"n_images": n_images, "image_size": image_size, "steps": steps, "threads": threads, "batch": batch,
-            "seed": seed, "image_seed": image_seed, "stimuli": stimuli,
+            "seed": seed, "image_seed": image_seed, "stimuli": stimuli, "noise": noise,
             "wall_minutes": (time.monotonic() - t_start) / 60.0}
 
 
@@ -227,7 +236,7 @@ def markdown(study: dict) -> str:
     b = study["budget"]
     lines = [f"# Reconstruction quality study ({b['stimuli']} virtual macaque)", "",
              f"Session: {b['n_images']} {b['stimuli']} images at {b['image_size']}x{b['image_size']}, monkey N "
-             f"layout, simulator seed {b['seed']}, image seed {b['image_seed']}; test images: "
+             f"layout, simulator seed {b['seed']}, noise {b['noise']:g}, image seed {b['image_seed']}; test images: "
              f"{study['split']['test_images']} (split by image, held out). Budget per row: {b['steps']} steps, "
              f"batch {b['batch']}, {b['threads']} threads, seed 0. Machine: {study['machine'].get('cpu_model')}, "
              f"{study['machine'].get('cores')} cores. Wall time so far: {b['wall_minutes']:.0f} min.",
@@ -274,10 +283,13 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="output folder (quality.json, quality.md, grid-*.png, runs/)")
     p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated rows, of {list(ROWS)}")
-    p.add_argument("--n-images", type=int, default=3000, help="images in the session")
+    p.add_argument("--n-images", type=int, default=4000, help="images in the session (split 0.7/0.1/0.2 by image)")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=3000, help="optimiser steps per row (the budget)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per training run (1: a second thread on a busy 2-core box spins)")
+    p.add_argument("--noise", type=float, default=3.0,
+                   help="simulator noise scale (3: single-trial reliability near a real array's, see docs/quality.md)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--stimuli", default="naturalistic", help="naturalistic, photos or dead-leaves")
     p.add_argument("--image-seed", type=int, default=7)
@@ -287,9 +299,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoke", action="store_true", help="tiny settings for a test: 40 images, 16 px, 4 steps")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    for noisy in ("onnxscript", "onnx_ir", "torch"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     kw: dict[str, Any] = {"n_images": a.n_images, "image_size": a.image_size, "steps": a.steps,
                           "threads": a.threads, "batch": a.batch, "stimuli": a.stimuli, "image_seed": a.image_seed,
-                          "vgg_weights": a.vgg19_weights, "n_boot": a.n_boot, "keep_session": a.keep_session}
+                          "vgg_weights": a.vgg19_weights, "n_boot": a.n_boot, "keep_session": a.keep_session,
+                          "noise": a.noise}
     if a.smoke:
         kw.update(n_images=40, image_size=16, steps=4, n_boot=50, threads=1)
     study = run_study(a.out, rows=[r for r in a.rows.split(",") if r], **kw)
