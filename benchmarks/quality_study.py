@@ -297,7 +297,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-boot", type=int, default=2000)
     p.add_argument("--keep-session", action="store_true", help="keep session.h5 and the map cache")
     p.add_argument("--smoke", action="store_true", help="tiny settings for a test: 40 images, 16 px, 4 steps")
+    p.add_argument("--report-only", action="store_true",
+                   help="re-render OUT/quality.md from OUT/quality.json (best row on val chosen again)")
     a = p.parse_args(argv)
+    if a.report_only:
+        path = Path(a.out) / "quality.json"
+        study = json.loads(path.read_text())
+        trained = {k: v for k, v in study["rows"].items() if "val_pixel_corr" in v}
+        study["best_row_on_val"] = max(trained, key=lambda k: trained[k]["val_pixel_corr"]) if trained else None
+        path.write_text(json.dumps(study, indent=2))
+        (Path(a.out) / "quality.md").write_text(markdown(study))
+        print(markdown(study))
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     for noisy in ("onnxscript", "onnx_ir", "torch"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -28,3 +28,7 @@ def test_quality_study_smoke(tmp_path):
     assert study["rows"]["base"]["config"]["rf_init"] == "centre"
     assert not (out / "session.h5").exists()  # sessions are large: deleted after use
     assert "| **base**" in (out / "quality.md").read_text()
+    # re-rendering from the JSON alone gives the same table
+    md = (out / "quality.md").read_text()
+    assert main(["--report-only", "--out", str(out)]) == 0
+    assert (out / "quality.md").read_text() == md
