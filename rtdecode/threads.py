@@ -104,3 +104,27 @@ class ThreadGuard:
             return False
         self.capture(error)
         return True  # the thread ends here; the owner surfaces the error
+
+
+class GuardedWorker:
+    """The owner's view of one background thread's failure: `failure`, `error`, `raise_if_failed()`.
+
+    Mixed into every class that runs a background thread under `self._guard` (a ThreadGuard).
+    """
+
+    _guard: ThreadGuard
+
+    @property
+    def failure(self) -> ThreadFailure | None:
+        """The background thread's error with its context, or None."""
+        return self._guard.failure
+
+    @property
+    def error(self) -> BaseException | None:
+        """The background thread's exception, or None."""
+        return self._guard.error
+
+    def raise_if_failed(self) -> None:
+        """Raise the background thread's exception (with its traceback), if there is one."""
+        self._guard.raise_if_failed()
+

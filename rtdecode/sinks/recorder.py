@@ -46,7 +46,7 @@ import numpy as np
 
 from ..errors import ConfigError, SessionError
 from ..protocol import FrameHeader
-from ..threads import ThreadFailure, ThreadGuard
+from ..threads import GuardedWorker, ThreadGuard
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class ChunkInfo:
                 "shape": list(self.shape), "dtype": self.dtype}
 
 
-class FrameRecorder:
+class FrameRecorder(GuardedWorker):
     """Records frames + headers + telemetry into a directory of atomically renamed HDF5 chunks.
 
     A Sink (rtdecode.sinks): write, write_telemetry, close.
@@ -152,20 +152,6 @@ class FrameRecorder:
             "compression": compression, "meta": meta or {}})
         self._thread = threading.Thread(target=self._run, name="rtdecode-recorder", daemon=True)
         self._thread.start()
-
-    # ---- thread failure (rtdecode.threads) ---------------------------------------------------
-    @property
-    def failure(self) -> ThreadFailure | None:
-        """The writer thread's error with its context, or None."""
-        return self._guard.failure
-
-    @property
-    def error(self) -> BaseException | None:
-        """The writer thread's exception, or None."""
-        return self._guard.error
-
-    def raise_if_failed(self) -> None:
-        self._guard.raise_if_failed()
 
     # ---- producer side (hot path) --------------------------------------------------------
     def write(self, header: FrameHeader, image: np.ndarray, received: float | None = None) -> None:

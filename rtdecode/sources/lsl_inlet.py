@@ -39,7 +39,7 @@ from ..lslconfig import lsl
 from ..ringbuffer import FLAG_DISORDER, FLAG_GAP, FLAG_NAN, RingBuffer
 from ..sessions.recording import parse_marker
 from ..telemetry import Telemetry
-from ..threads import ThreadFailure, ThreadGuard
+from ..threads import GuardedWorker, ThreadGuard
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def resolve_stream(query: str, timeout_s: float, *, want_string: bool = False) -
     return infos[0]
 
 
-class LslSource:
+class LslSource(GuardedWorker):
     """The MUA stream (and optional marker stream) read into a RingBuffer by a background thread.
 
     Use: `src = LslSource(...); src.open(); src.start(); ...; src.stop()`. `ring`, `markers`,
@@ -230,19 +230,6 @@ class LslSource:
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
-
-    @property
-    def failure(self) -> ThreadFailure | None:
-        """The pull thread's error with its context (rtdecode.threads), or None."""
-        return self._guard.failure
-
-    @property
-    def error(self) -> BaseException | None:
-        """The pull thread's exception, or None."""
-        return self._guard.error
-
-    def raise_if_failed(self) -> None:
-        self._guard.raise_if_failed()
 
     def _run(self) -> None:
         pylsl = lsl()

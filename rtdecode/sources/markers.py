@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..sessions.recording import parse_marker
-from ..threads import ThreadFailure, ThreadGuard
+from ..threads import GuardedWorker, ThreadGuard
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class StimulusTracker:
         return len(self._onsets)
 
 
-class LslMarkerFeed:
+class LslMarkerFeed(GuardedWorker):
     """Reads an LSL marker stream in a background thread into a StimulusTracker.
 
     `malformed` counts markers skipped as malformed. A failed thread (rtdecode.threads) is
@@ -97,17 +97,6 @@ class LslMarkerFeed:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="marker-feed", daemon=True)
         self._thread.start()
-
-    @property
-    def failure(self) -> ThreadFailure | None:
-        return self._guard.failure
-
-    @property
-    def error(self) -> BaseException | None:
-        return self._guard.error
-
-    def raise_if_failed(self) -> None:
-        self._guard.raise_if_failed()
 
     def _run(self) -> None:
         with self._guard:
