@@ -18,7 +18,7 @@ from .errors import RtdecodeError
 # Order shown in --help: the main job first.
 COMMAND_MODULES = (
     "demo", "serve", "playback", "simulate", "view", "record", "frames",
-    "train", "evaluate", "export", "build_engine", "inspect", "bench",
+    "train", "evaluate", "export", "fit_stats", "build_engine", "inspect", "bench",
 )
 
 

@@ -14,6 +14,11 @@ Metadata (ONNX metadata_props), every value a string, JSON where structured:
   rtdecode.normalisation    {"shape": [M, E], "mean": b64 float32 LE, "std": b64 float32 LE}
   rtdecode.image            {"height": H, "width": W, "channels": 3, "channel_order": "RGB", "range": [0, 1]}
   rtdecode.training_config  the full training config (JSON)
+Optional:
+  rtdecode.input_fit        input-fit statistics (rtdecode.fit: per-area low-rank model of the
+                            training windows and the held-out score range; its own "version"),
+                            written at export (--fit-data) or by `rtdecode fit-stats`; models
+                            without it serve without the input-fit monitor
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError, LayoutError, ModelError
+from .fit import INPUT_FIT_KEY, FitStats, read_fit_stats
 from .layout import ElectrodeLayout
 from .windows import Normaliser, WindowAssembler, WindowPlan, map_mask
 
@@ -52,6 +58,7 @@ class DecoderContract:
     model_id: str
     training_config: dict[str, Any] = field(default_factory=dict)
     channel_order: str = "RGB"
+    fit_stats: FitStats | None = None  # input-fit statistics (rtdecode.fit), None for older models
 
     def __post_init__(self) -> None:
         shape = (self.plan.n_maps, self.layout.n_electrodes)
@@ -91,6 +98,7 @@ class DecoderContract:
             "input": {"name": "mua", "shape": ["batch", *self.input_shape]},
             "output": {"name": "frame", "shape": ["batch", *self.frame_shape]},
             "training_config": self.training_config,
+            "input_fit": None if self.fit_stats is None else self.fit_stats.summary(),
         }
 
     # ---- metadata ------------------------------------------------------------------------
@@ -108,6 +116,7 @@ class DecoderContract:
                                           "channels": 3, "channel_order": self.channel_order,
                                           "range": [0, 1]}),
             PREFIX + "training_config": json.dumps(self.training_config, default=str),
+            **({} if self.fit_stats is None else {INPUT_FIT_KEY: self.fit_stats.to_json()}),
         }
 
     @classmethod
@@ -139,8 +148,9 @@ class DecoderContract:
             std = _unb64(norm["std"], shape)
             image = json.loads(meta[PREFIX + "image"])
             config = json.loads(meta[PREFIX + "training_config"])
+            fit = read_fit_stats(meta, int(np.prod(shape)), source=source)
             return cls(layout, plan, mean, std, int(image["height"]), int(image["width"]),
-                       meta[PREFIX + "model_id"], config, str(image.get("channel_order", "RGB")))
+                       meta[PREFIX + "model_id"], config, str(image.get("channel_order", "RGB")), fit)
         except (LayoutError, ConfigError) as e:
             raise ModelError(f"inconsistent metadata: {e}", path=source) from e
         except (KeyError, ValueError, TypeError) as e:

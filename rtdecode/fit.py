@@ -104,7 +104,7 @@ class FitStats:
     areas: list[AreaFit]
     stride: int  # samples between the windows a block samples
     block: int  # windows per block
-    margin: float = 0.5
+    margin: float = 1.0
     info: dict[str, Any] = field(default_factory=dict)  # how and from what they were computed
 
     def to_json(self) -> str:
@@ -134,12 +134,18 @@ class FitStats:
                                      _unb64(a["basis"], (dims, k)), _unb64(a["var"], (k,)),
                                      float(a["resid_var"]), float(a["range"][0]), float(a["range"][1]),
                                      dict(a.get("heldout", {}))))
-            return cls(areas, int(d["stride_samples"]), int(d["block_windows"]), float(d.get("margin", 0.5)),
+            return cls(areas, int(d["stride_samples"]), int(d["block_windows"]), float(d.get("margin", 1.0)),
                        dict(d.get("info", {})))
         except ModelError:
             raise
         except (KeyError, ValueError, TypeError) as e:
             raise ModelError(f"malformed {INPUT_FIT_KEY} metadata ({type(e).__name__}: {e})", path=source) from e
+
+    def summary(self) -> dict[str, Any]:
+        """What `rtdecode inspect` shows: block size, components and accepted range per area."""
+        return {"version": INPUT_FIT_VERSION, "stride_samples": self.stride, "block_windows": self.block,
+                "areas": {a.name: {"dims": a.dims, "k": int(a.basis.shape[1]), "range": [round(a.lo, 4), round(a.hi, 4)],
+                                   "heldout": a.heldout} for a in self.areas}, "info": self.info}
 
     def block_scores(self, windows: np.ndarray) -> np.ndarray:
         """[n_blocks, A] block scores of consecutive sampled windows [N, M, E] (offline)."""
@@ -193,7 +199,7 @@ def sliding_windows(mua: Any, contract: Any, stride: int, start: int = 0, stop: 
 
 
 def compute_fit_stats(mua: Any, contract: Any, *, k: int = 16, stride_ms: float = 50.0, block: int = 40,
-                      segment_s: float = 20.0, heldout_fraction: float = 0.25, margin: float = 0.5,
+                      segment_s: float = 20.0, heldout_fraction: float = 0.25, margin: float = 1.0,
                       skip_s: float = 0.5, seed: int = 0, info: dict[str, Any] | None = None) -> FitStats:
     """Fit the statistics on a recording of the animal, mua [T, C] (array or h5py dataset).
 
@@ -249,8 +255,8 @@ class FitMonitor:
     """Runtime side: samples the served windows, scores them in blocks, flags blocks out of range.
 
     `observe(ref, x)` is called once per decoded window (absolute reference sample, the
-    normalised window [M, E]); it scores only windows at least `stride` samples after the last
-    one scored (one numpy projection per area, tens of microseconds, every ~50 ms of stream),
+    normalised window [M, E]); it scores the first window at or after each point of a grid of
+    one per `stride` samples (one numpy projection per area, tens of microseconds, every ~50 ms of stream),
     so the per-frame cost is a comparison. After `block` scored windows the block's mean score
     per area is compared with its range: `misfit` is True until a block falls back in range.
     The state goes to `telemetry.input_fit` (status line, snapshot, Prometheus).
@@ -271,7 +277,8 @@ class FitMonitor:
     def observe(self, ref: int, x: np.ndarray) -> None:
         if ref < self._next:
             return
-        self._next = ref + self.stats.stride
+        stride = self.stats.stride  # on a grid of one window per stride on average, whatever the serve stride
+        self._next = self._next + stride if ref - self._next < stride else ref + stride
         flat = x.reshape(-1)
         for j, a in enumerate(self.stats.areas):
             self._sums[j] += a.score(flat)
@@ -318,3 +325,23 @@ def _unb64(s: str, shape: tuple[int, ...], dtype: str = "<f4") -> np.ndarray:
     if a.size != int(np.prod(shape)):
         raise ValueError(f"array of {a.size} values does not fit shape {list(shape)}")
     return a.reshape(shape).copy()
+
+
+def monitor_for(contract: Any, telemetry: Any, mode: str, announce: Any = None) -> FitMonitor | None:
+    """The service's monitor, or None (said once) when the model has no statistics or mode is event."""
+    say = announce or (lambda text: log.info("%s", text))
+    stats = getattr(contract, "fit_stats", None)
+    why = None
+    if stats is None:
+        why = (f"the model has no {INPUT_FIT_KEY} statistics (older model; add them with "
+               "`rtdecode fit-stats MODEL --data SESSION`)")
+    elif mode != "sliding":
+        why = f"its statistics are of sliding windows; mode is {mode!r}"
+    if why is not None:
+        say(f"input fit: not monitored: {why}")
+        if telemetry is not None:
+            telemetry.input_fit = {"state": "off", "reason": why}
+        return None
+    say(f"input fit: monitored, one {stats.block}-window block per {stats.block * stats.stride} samples of stream; "
+        "accepted scores " + ", ".join(f"{a.name} [{a.lo:.2f}, {a.hi:.2f}]" for a in stats.areas))
+    return FitMonitor(stats, telemetry)

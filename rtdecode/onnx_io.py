@@ -74,3 +74,28 @@ def save_model(model, path: str | Path) -> Path:
     path = Path(path)
     onnx.save_model(model, str(path), save_as_external_data=False)
     return path
+
+
+def set_input_fit(path: str | Path, stats, out: str | Path | None = None) -> Path:
+    """Write input-fit statistics (rtdecode.fit.FitStats) into an ONNX decoder's metadata.
+
+    Only the `rtdecode.input_fit` metadata entry changes (added or replaced): the graph and
+    its weights, and so the model id, stay as they are. `out` defaults to `path` (in place,
+    through a temporary file and a rename).
+    """
+    import onnx
+
+    from .fit import INPUT_FIT_KEY
+
+    path = Path(path)
+    out = path if out is None else Path(out)
+    model = onnx.load(str(path), load_external_data=False)
+    keep = [p for p in model.metadata_props if p.key != INPUT_FIT_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    p = model.metadata_props.add()
+    p.key, p.value = INPUT_FIT_KEY, stats.to_json()
+    tmp = out.with_name(out.name + ".tmp")
+    save_model(model, tmp)
+    tmp.replace(out)
+    return out

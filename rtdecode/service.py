@@ -37,6 +37,7 @@ import numpy as np
 
 from .config import ServeConfig
 from .errors import ConfigError, RtdecodeError
+from .fit import MISFIT_FLAG, monitor_for
 from .ringbuffer import FLAG_NAMES, FLAG_NAN
 from .sinks import SINK_METHODS, Sink
 from .telemetry import Telemetry, summary_text
@@ -106,6 +107,7 @@ class DecoderService:
         self.endpoint: str | None = None  # the bound address (tcp://...:port), once started
         self.started = threading.Event()  # set when the loop is about to run (for tests, demos)
         self._stop_reason = "stopped"
+        self.fit_monitor: Any = None  # rtdecode.fit.FitMonitor when the model carries input-fit statistics
         self.preassembled = 0  # frames whose window was partly assembled while its samples arrived
 
     def stop(self, reason: str = "stop requested") -> None:
@@ -144,6 +146,7 @@ class DecoderService:
             self.engine.infer(self.x)
         self.assembler = c.assembler()
         self.normaliser = c.normaliser()
+        self.fit_monitor = monitor_for(c, self.telemetry, cfg.mode, self.announce)  # None: not monitored
         self.encoder = FrameEncoder(c.image_height, c.image_width, cfg.frame_dtype)
         self.header_encoder = HeaderEncoder(c.model_id, self.encoder.shape, self.encoder.dtype)
         fs = c.plan.sampling_rate_hz
@@ -371,6 +374,9 @@ class DecoderService:
         t_norm = time.monotonic()
         y = self.engine.infer(x)
         t_inf = time.monotonic()
+        fit = self.fit_monitor
+        if fit is not None and fit.misfit:  # the latest block of windows did not fit the training data
+            flags = (*flags, MISFIT_FLAG)
         payload = self.encoder.encode(y[0])
         seq, skipped = tel.frames, tel.skipped_total
         t_pub = time.monotonic()
@@ -384,6 +390,8 @@ class DecoderService:
                     sink.write(header, payload)
                 except Exception as e:  # a broken sink is dropped; the display keeps getting frames
                     self._drop_sink(sink, e)
+        if fit is not None:  # after publishing: scores one window per fit stride (see rtdecode.fit)
+            fit.observe(ref, x[0])
         t_done = time.monotonic()
         tel.record_frame({"transport": pulled - newest_ts, "wait": t_start - pulled,
                           "assemble": t_asm - t_start, "normalise": t_norm - t_asm, "infer": t_inf - t_norm,

@@ -147,6 +147,7 @@ class Telemetry:
         self.markers = 0
         self.newest_ts = math.nan  # LSL timestamp of the newest sample pulled
         self.events: deque[dict[str, Any]] = deque(maxlen=max_events)  # bad ranges, reconnects
+        self.input_fit: dict[str, Any] | None = None  # written by rtdecode.fit.FitMonitor (state, score per area)
         self._last_status = (self.started, 0)
 
     # ---- writers -------------------------------------------------------------------------
@@ -190,6 +191,11 @@ class Telemetry:
         parts.append(f"lag {lag:.1f} ms" if math.isfinite(lag) else "lag -")
         if self.gaps or self.reconnects or self.nan_samples:
             parts.append(f"gaps {self.gaps} reconnects {self.reconnects} nan {self.nan_samples}")
+        fit = self.input_fit
+        if fit is not None and fit.get("state") != "off":
+            score = " ".join(f"{k} {v:.2f}" for k, v in fit.get("score", {}).items())
+            parts.append(f"fit {fit['state'].upper() if fit['state'] == 'misfit' else fit['state']}"
+                         + (f" {score}" if score else ""))
         return " | ".join(parts)
 
     def snapshot(self) -> dict[str, Any]:
@@ -208,6 +214,7 @@ class Telemetry:
                        "reconnects": self.reconnects, "markers": self.markers},
             "latency_ms": {name: _clean(h.summary()) for name, h in self.stages.items()},
             "events": list(self.events),
+            "input_fit": None if self.input_fit is None else dict(self.input_fit),
         }
 
 
@@ -227,6 +234,11 @@ def summary_text(snap: dict[str, Any]) -> str:
         if not h["count"]:
             continue
         lines.append(f"{name:<14}{h['p50_ms']:>9.3f}{h['p90_ms']:>9.3f}{h['p99_ms']:>9.3f}{h['max_ms']:>9.3f}")
+    fit = snap.get("input_fit")
+    if fit:
+        lines.append(f"input fit: {fit['state']}" + (f" ({fit['reason']})" if fit.get("reason") else
+                     f"; {fit.get('misfit_blocks', 0)} of {fit.get('blocks', 0)} blocks out of range; latest "
+                     + (" ".join(f"{k} {v:.2f}" for k, v in fit.get("score", {}).items()) or "-")))
     return "\n".join(lines)
 
 

@@ -84,6 +84,14 @@ def render_metrics(telemetry, *, now: Callable[[], float] = time.monotonic,
     metric("rtdecode_newest_sample_age_seconds", "gauge",
            "age of the newest sample pulled (LSL clock; NaN before the first sample)",
            [(lab(), t - newest if math.isfinite(newest) else math.nan)])
+    fit = getattr(telemetry, "input_fit", None)
+    if fit and fit.get("state") != "off":
+        metric("rtdecode_input_fit_score", "gauge", "input-fit score of the latest block per area "
+               "(~1 on data like the training data; see docs/serving.md)",
+               [(lab(f'area="{_esc(a)}"'), v) for a, v in sorted(fit.get("score", {}).items())]
+               or [(lab('area="none"'), math.nan)])
+        metric("rtdecode_input_misfit", "gauge", "1 while the latest block is outside the held-out range",
+               [(lab(), 1 if fit.get("state") == "misfit" else 0)])
     stage_samples: list[tuple[str, float]] = []
     for stage, h in getattr(telemetry, "stages", {}).items():
         st = f'stage="{_esc(stage)}"'
