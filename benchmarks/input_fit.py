@@ -24,7 +24,7 @@ import numpy as np
 
 from rtdecode.contract import read_contract
 from rtdecode.demo import bundled_model
-from rtdecode.fit import area_indices, compute_fit_stats, sliding_windows
+from rtdecode.fit import FitMonitor, area_indices, compute_fit_stats, sliding_windows
 from rtdecode.sim.macaque import VirtualMacaque
 
 
@@ -50,6 +50,34 @@ def candidates(stats, windows: np.ndarray, idx: dict[str, np.ndarray]) -> dict[s
         out["subspace fraction"][:, j] = ((z * z).sum(1) / np.maximum((xc * xc).sum(1), 1e-12)).reshape(nb, -1).mean(1)
         out["ppca score (used)"][:, j] = a.scores(w.reshape(nb * stats.block, -1)).reshape(nb, -1).mean(1)
     return out
+
+
+def monitor_cost(stats, windows: np.ndarray, serve_stride: int = 16, repeats: int = 2000) -> dict[str, float]:
+    """Per-call cost of FitMonitor.observe: a frame it passes over, a frame it scores, and the
+    mean per frame at a serve stride of `serve_stride` samples (medians of `repeats` calls)."""
+    mon = FitMonitor(stats)
+    x = np.ascontiguousarray(windows[0])
+    t_skip, t_score = [], []
+    for i in range(repeats):
+        mon._next = 1 << 40  # passed over
+        t0 = time.perf_counter()
+        mon.observe(0, x)
+        t_skip.append(time.perf_counter() - t0)
+        mon._next = 0  # scored
+        t0 = time.perf_counter()
+        mon.observe(i, x)
+        t_score.append(time.perf_counter() - t0)
+    skip, score = float(np.median(t_skip)) * 1e6, float(np.median(t_score)) * 1e6
+    frac = serve_stride / stats.stride  # share of frames scored
+    return {"passed_over_us": skip, "scored_us": score, "scored_p99_us": float(np.percentile(t_score, 99)) * 1e6,
+            f"mean_per_frame_at_{serve_stride}ms_us": frac * score + (1 - frac) * skip}
+
+
+def _flagged(stats, res) -> dict[str, float]:
+    lo = np.array([ar.lo for ar in stats.areas])
+    hi = np.array([ar.hi for ar in stats.areas])
+    return {name: float(((r["ppca score (used)"] < lo) | (r["ppca score (used)"] > hi)).any(1).mean())
+            for name, r in res.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,14 +126,23 @@ def main(argv: list[str] | None = None) -> int:
             "blocks": {name: {st: {ar.name: [float(v.min()), float(np.median(v)), float(v.max())]
                                    for ar, v in zip(stats.areas, r[st].T, strict=True)} for st in r}
                        for name, r in res.items()},
-            "flagged_fraction": {name: float(np.mean([np.any([not (ar.lo <= v <= ar.hi) for ar, v in
-                                                              zip(stats.areas, row, strict=True)])
-                                                      for row in r["ppca score (used)"]]))
-                                 for name, r in res.items()}}
+            "flagged_fraction": _flagged(stats, res)}
         print(f"k={k}: blocks flagged: " + ", ".join(f"{n} {f:.2f}" for n, f in
                                                      report["results"][f"k={k}"]["flagged_fraction"].items()))
-        if k == 16 or k == a.k[0]:
-            fig_res, fig_stats = res, stats
+    if c.fit_stats is not None:  # the figure shows what the bundled model carries (rtdecode fit-stats)
+        stats = c.fit_stats
+        res = {name: candidates(stats, w, idx) for name, w in wins.items()}
+        report["results"]["bundled model"] = {
+            "range": {ar.name: [ar.lo, ar.hi] for ar in stats.areas},
+            "blocks": {name: {ar.name: [float(v.min()), float(np.median(v)), float(v.max())]
+                              for ar, v in zip(stats.areas, r["ppca score (used)"].T, strict=True)}
+                       for name, r in res.items()},
+            "flagged_fraction": _flagged(stats, res)}
+        print("bundled model: blocks flagged: " + ", ".join(
+            f"{n} {f:.2f}" for n, f in report["results"]["bundled model"]["flagged_fraction"].items()))
+    fig_res, fig_stats = res, stats
+    report["cost_us"] = monitor_cost(stats, wins["right monkey"])
+    print("monitor cost (us): " + json.dumps(report["cost_us"]))
     (out / "input-fit.json").write_text(json.dumps(report, indent=1))
     _figure(fig_res, fig_stats, out / "input-fit.png")
     print(f"wrote {out}/input-fit.png and input-fit.json ({time.monotonic() - t0:.0f} s)")

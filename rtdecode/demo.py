@@ -194,6 +194,11 @@ def summary_text(s: dict[str, Any]) -> str:
     svc = (s.get("service") or {}).get("telemetry", {}).get("latency_ms", {})
     if svc.get("infer", {}).get("count"):
         lines.append(f"inference: p50 {svc['infer']['p50_ms']:.1f} ms, p99 {svc['infer']['p99_ms']:.1f} ms")
+    fit = (s.get("service") or {}).get("telemetry", {}).get("input_fit")
+    if fit:  # rtdecode.fit: does the stream look like the model's training data? (try --seed 3)
+        lines.append(f"input fit: {fit['state']}" + (f" ({fit['reason']})" if fit.get("reason") else
+                     f", {fit.get('misfit_blocks', 0)} of {fit.get('blocks', 0)} blocks out of the held-out range; "
+                     "latest " + " ".join(f"{k} {v:.2f}" for k, v in fit.get("score", {}).items())))
     if s.get("pixel_corr_mean") is not None:
         lines.append(f"pixel correlation stimulus vs onset frame: {s['pixel_corr_mean']:.2f} "
                      f"over {s['images_paired']} images")

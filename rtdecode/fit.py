@@ -200,7 +200,8 @@ def sliding_windows(mua: Any, contract: Any, stride: int, start: int = 0, stop: 
 
 def compute_fit_stats(mua: Any, contract: Any, *, k: int = 16, stride_ms: float = 50.0, block: int = 40,
                       segment_s: float = 20.0, heldout_fraction: float = 0.25, margin: float = 1.0,
-                      skip_s: float = 0.5, seed: int = 0, info: dict[str, Any] | None = None) -> FitStats:
+                      skip_s: float = 0.5, max_s: float | None = 300.0, seed: int = 0,
+                      info: dict[str, Any] | None = None) -> FitStats:
     """Fit the statistics on a recording of the animal, mua [T, C] (array or h5py dataset).
 
     Sliding windows one per `stride_ms`; the recording is cut into contiguous segments of
@@ -211,7 +212,8 @@ def compute_fit_stats(mua: Any, contract: Any, *, k: int = 16, stride_ms: float 
     fs = contract.plan.sampling_rate_hz
     stride = max(1, int(round(stride_ms * fs / 1000.0)))
     first = int(round(skip_s * fs))
-    x = sliding_windows(mua, contract, stride, start=first)
+    stop = None if max_s is None else min(int(mua.shape[0]), first + int(round(max_s * fs)))
+    x = sliding_windows(mua, contract, stride, start=first, stop=stop)
     per_seg = max(block, int(round(segment_s * fs / stride)) // block * block)
     n_seg = len(x) // per_seg
     if n_seg < 2:

@@ -261,3 +261,15 @@ def test_cli_simulate_train_export(tmp_path):
     assert contract.input_shape == (15, 960) and contract.image_height == 32
     r = _cli("export", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "n.onnx"), cwd=tmp_path)
     assert r.returncode == 1 and "does not exist" in r.stderr
+
+
+def test_export_adds_input_fit_statistics_from_a_session(trained, exported, tmp_path):
+    data, result = trained
+    assert read_contract(exported[2]).fit_stats is None  # no session file behind the synthetic data
+    session = tmp_path / "animal.h5"
+    VirtualMacaque(data.layout, image_size=16, seed=0).simulate_session(session, n_images=120)
+    out = tmp_path / "fit.onnx"
+    export_checkpoint(result.best, out, progress=False, fit_data=session)
+    stats = read_contract(out).fit_stats
+    assert [a.name for a in stats.areas] == ["V1", "V4", "IT"] and stats.info["how"] == "rtdecode export"
+    assert all(a.lo < a.heldout["median"] < a.hi for a in stats.areas)

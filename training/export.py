@@ -31,7 +31,7 @@ from torch import nn
 
 from rtdecode.contract import INPUT_NAME, OUTPUT_NAME, read_contract
 from rtdecode.errors import ModelError
-from rtdecode.onnx_io import attach_contract, save_model
+from rtdecode.onnx_io import attach_contract, save_model, set_input_fit
 from rtdecode.progress import ProgressBar, progress_bar
 
 from .checkpoint import contract_from_checkpoint, load_checkpoint, model_from_checkpoint
@@ -104,9 +104,13 @@ def weights_sha(model: nn.Module) -> str:
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, *, name: str | None = None,
                       real_inputs: np.ndarray | None = None, opset: int = 18, progress: bool = True,
-                      tol: float = PARITY_TOL) -> ExportReport:
-    """Checkpoint -> self-contained .onnx with the rtdecode contract; parity-checked; read back."""
-    steps = _Steps(progress_bar(5, "export", enabled=progress, unit="step"))
+                      tol: float = PARITY_TOL, fit_data: str | Path | None | bool = None) -> ExportReport:
+    """Checkpoint -> self-contained .onnx with the rtdecode contract; parity-checked; read back.
+
+    fit_data: a session .h5 of the animal for the input-fit statistics (rtdecode.fit); None =
+    the checkpoint's training session when it is a session file that exists; False = none.
+    """
+    steps = _Steps(progress_bar(6, "export", enabled=progress, unit="step"))
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt)
     config = json.loads(ckpt["config"])
@@ -143,10 +147,47 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, name: str | No
     diffs = check_parity(model, out, real_inputs=real, tol=tol)
     steps.done("parity ORT vs torch: " + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()))
 
+    session = _fit_session(ckpt, fit_data)
+    if session is not None:
+        stats = input_fit_from_session(session, contract)
+        set_input_fit(out, stats)
+        steps.done(f"input-fit statistics from {session.name} (k {stats.info['k']}, "
+                   f"{stats.info['windows_fit']} windows)")
+    else:
+        steps.done("no input-fit statistics (no session file to compute them from)")
+
     read_contract(out)
     steps.done("read back the contract")
     steps.close()
     return ExportReport(out, model_id, out.stat().st_size, diffs)
+
+
+def _fit_session(ckpt: dict[str, Any], fit_data: str | Path | None | bool) -> Path | None:
+    if fit_data is False:
+        return None
+    if fit_data not in (None, True):
+        path = Path(fit_data)
+        if not path.is_file():
+            raise ModelError("input-fit data does not exist; expected an rtdecode session .h5", path=str(path))
+        return path
+    source = json.loads(ckpt.get("data") or "{}").get("source", "")
+    path = Path(source) if source else None
+    return path if path is not None and path.is_file() and path.suffix in (".h5", ".hdf5") else None
+
+
+def input_fit_from_session(path: str | Path, contract: Any, **kw: Any):
+    """rtdecode.fit statistics of the model's windows on a session file (its first 300 s by default)."""
+    from rtdecode.fit import compute_fit_stats
+    from rtdecode.layout import check_channels
+    from rtdecode.sessions.session_file import open_session
+
+    session = open_session(path, need_images=False)
+    try:
+        check_channels(contract.layout, session.n_channels, f"{path}:/mua")
+        return compute_fit_stats(session.mua, contract, info={"source": Path(path).name, "how": "rtdecode export"},
+                                 **kw)
+    finally:
+        session.close()
 
 
 def check_parity(model: HomeomorphicDecoder, onnx_path: str | Path, *, real_inputs: np.ndarray | None = None,
