@@ -90,7 +90,6 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     c = read_contract(bundled_model())
-    fs = c.plan.sampling_rate_hz
     t0 = time.monotonic()
     print(f"simulating the fitting session ({a.fit_images} images)...", flush=True)
     fit_mua = simulate(c, 0, a.fit_images, image_seed=101)
@@ -168,14 +167,15 @@ def _figure(res, stats, path: Path) -> None:
                 v = res[name][st][:, j]
                 ax.scatter(np.full(v.size, n) + np.linspace(-0.25, 0.25, v.size), v, s=8, color=colours(n))
             if st.startswith("ppca"):
-                ax.axhspan(ar.lo, ar.hi, color="green", alpha=0.15, label="accepted (held-out range)")
-                ax.legend(loc="upper left", fontsize=7)
+                ax.axhspan(ar.lo, ar.hi, color="green", alpha=0.2)
             else:
-                ax.axhspan(ref[:, j].min(), ref[:, j].max(), color="grey", alpha=0.15)
-            ax.set_yscale("symlog", linthresh=1e-2) if st != "subspace fraction" else None
+                ax.axhspan(ref[:, j].min(), ref[:, j].max(), color="grey", alpha=0.2)
+            if st != "subspace fraction":
+                ax.set_yscale("log")
             ax.set_xticks(range(len(names)))
             ax.set_xticklabels(names, rotation=35, ha="right", fontsize=7)
-            ax.set_title(f"{ar.name}: {st}", fontsize=9)
+            ax.set_title(f"{ar.name}: {st}" + (" (green: accepted range)" if st.startswith("ppca")
+                                                 else " (grey: right monkey's span)"), fontsize=9)
     fig.suptitle(f"input fit: 2-s blocks ({stats.block} windows, one per {stats.stride} ms), demo model's monkey "
                  "vs other inputs", fontsize=10)
     fig.tight_layout()

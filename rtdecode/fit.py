@@ -72,6 +72,7 @@ class AreaFit:
         self._inv_var = (1.0 / self.var).astype(np.float32)
         self._diff = np.empty(d, dtype=np.float32)
         self._z = np.empty(k, dtype=np.float32)
+        self._zz = np.empty(k, dtype=np.float32)
 
     @property
     def dims(self) -> int:
@@ -84,7 +85,7 @@ class AreaFit:
         np.subtract(d, self.mean, out=d)
         total = float(np.dot(d, d))
         np.dot(d, self.basis, out=z)
-        zz = z * z  # k values
+        zz = np.multiply(z, z, out=self._zz)
         inside = float(np.dot(zz, self._inv_var))
         resid = max(total - float(zz.sum()), 0.0)
         return (inside + resid / self.resid_var) / d.size

@@ -74,6 +74,8 @@ def test_demo_with_the_bundled_model(tmp_path):
     assert main(["demo", "--out", str(out), "--n-images", "12", "--tile", "96"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     check_outputs(out, summary, 12)
+    fit = summary["service"]["telemetry"]["input_fit"]  # its own virtual monkey: the input fits
+    assert fit["state"] == "ok" and fit["blocks"] >= 1 and fit["misfit_blocks"] == 0, fit
 
 
 def test_model_stimuli_lookup():

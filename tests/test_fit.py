@@ -14,6 +14,7 @@ from rtdecode.onnx_io import set_input_fit
 from rtdecode.protocol import FrameSubscriber
 from rtdecode.rig import Pusher, ServiceThread, wait_until
 from rtdecode.sim import VirtualMacaque
+from rtdecode.sinks.prometheus import render_metrics
 from rtdecode.testing import make_model
 
 N_CH = 64
@@ -74,6 +75,8 @@ def test_monitor_scores_one_window_per_stride_and_recovers(fitted, caplog):
     _, c = fitted
     stats = c.fit_stats
     good = sliding_windows(_mua(c.layout, 0, 8, image_seed=3), c, 1, start=500)  # every sample
+    for a in stats.areas:  # the online score (no allocation) is the offline one
+        np.testing.assert_allclose([a.score(w.reshape(-1)) for w in good[:5]], a.scores(good[:5]), rtol=1e-5)
     mon = FitMonitor(stats)
     for ref in range(stats.stride * stats.block):  # one block's worth of stream, every sample decoded
         mon.observe(ref, good[ref])
@@ -103,7 +106,7 @@ def _serve(path, mua, tmp_path, seconds: float):
                     return bool(frames) and frames[-1].header.newest_ts > p.base() + (n - 20) / 1000.0
                 wait_until(done, seconds + 20, interval=0.0, what="the stream's frames")
             summary = svc.join()
-    return summary, frames
+    return summary, frames, render_metrics(svc.service.telemetry)
 
 
 @pytest.mark.lsl
@@ -112,17 +115,19 @@ def _serve(path, mua, tmp_path, seconds: float):
 def test_serve_warns_for_another_monkey_within_seconds_and_not_for_the_right_one(fitted, tmp_path, caplog):
     path, c = fitted
     caplog.set_level(logging.INFO)
-    summary, frames = _serve(path, _mua(c.layout, 0, 20, image_seed=4), tmp_path, 6.0)
+    summary, frames, metrics = _serve(path, _mua(c.layout, 0, 20, image_seed=4), tmp_path, 6.0)
     fit = summary.telemetry["input_fit"]
     assert fit["state"] == "ok" and fit["blocks"] >= 2 and fit["misfit_blocks"] == 0, fit
     assert not any(MISFIT_FLAG in f.header.flags for f in frames)
     assert "does not fit" not in caplog.text and "fit ok" in caplog.text  # the status line
+    assert "rtdecode_input_misfit 0" in metrics and 'rtdecode_input_fit_score{area="V4"}' in metrics
 
     caplog.clear()
-    summary, frames = _serve(path, _mua(c.layout, 7, 20, image_seed=4), tmp_path, 6.0)
+    summary, frames, metrics = _serve(path, _mua(c.layout, 7, 20, image_seed=4), tmp_path, 6.0)
     fit = summary.telemetry["input_fit"]
     assert fit["state"] == "misfit" and fit["misfit_blocks"] == fit["blocks"] >= 2
     assert "input does not fit the model's training data" in caplog.text and "fit MISFIT" in caplog.text
+    assert "rtdecode_input_misfit 1" in metrics
     first = frames[0].header.newest_ts
     flagged = [f.header.newest_ts - first for f in frames if MISFIT_FLAG in f.header.flags]
     assert flagged and min(flagged) < 2.5  # one 2-s block of stream after the first frame
