@@ -132,3 +132,18 @@ def test_serve_warns_for_another_monkey_within_seconds_and_not_for_the_right_one
     flagged = [f.header.newest_ts - first for f in frames if MISFIT_FLAG in f.header.flags]
     assert flagged and min(flagged) < 2.5  # one 2-s block of stream after the first frame
     assert all(MISFIT_FLAG in f.header.flags for f in frames if f.header.newest_ts - first > min(flagged))
+
+
+def test_models_without_statistics_serve_unmonitored_and_say_so_once(fitted, tmp_path):
+    from rtdecode.fit import monitor_for
+    from rtdecode.telemetry import Telemetry
+
+    plain, contract = make_model(tmp_path / "plain.onnx", N_CH)
+    said, tel = [], Telemetry()
+    assert monitor_for(read_contract(plain), tel, "sliding", said.append) is None
+    assert len(said) == 1 and "not monitored" in said[0] and "fit-stats" in said[0]
+    assert tel.input_fit["state"] == "off" and "fit" not in tel.status_line()
+    said.clear()
+    assert monitor_for(fitted[1], tel, "event", said.append) is None and "sliding windows" in said[0]
+    assert isinstance(monitor_for(fitted[1], tel, "sliding", said.append), FitMonitor)
+    assert tel.input_fit["state"] == "warming up" and "fit warming up" in tel.status_line()
