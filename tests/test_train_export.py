@@ -259,6 +259,8 @@ def test_cli_simulate_train_export(tmp_path):
     assert "parity" in r.stdout
     contract = read_contract(tmp_path / "m.onnx")
     assert contract.input_shape == (15, 960) and contract.image_height == 32
+    # the training session (16 s) is too short for input-fit statistics: said, exported without
+    assert contract.fit_stats is None and "without input-fit statistics" in r.stderr
     r = _cli("export", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "n.onnx"), cwd=tmp_path)
     assert r.returncode == 1 and "does not exist" in r.stderr
 

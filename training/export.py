@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from rtdecode.contract import INPUT_NAME, OUTPUT_NAME, read_contract
-from rtdecode.errors import ModelError
+from rtdecode.errors import ConfigError, ModelError
 from rtdecode.onnx_io import attach_contract, save_model, set_input_fit
 from rtdecode.progress import ProgressBar, progress_bar
 
@@ -148,13 +148,20 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, name: str | No
     steps.done("parity ORT vs torch: " + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()))
 
     session = _fit_session(ckpt, fit_data)
+    stats = None
     if session is not None:
-        stats = input_fit_from_session(session, contract)
+        try:
+            stats = input_fit_from_session(session, contract)
+        except ConfigError as e:  # e.g. a session too short: asked for -> error; automatic -> said, skipped
+            if fit_data not in (None, True):
+                raise
+            log.warning("export without input-fit statistics: %s", e)
+    if stats is not None:
         set_input_fit(out, stats)
         steps.done(f"input-fit statistics from {session.name} (k {stats.info['k']}, "
                    f"{stats.info['windows_fit']} windows)")
     else:
-        steps.done("no input-fit statistics (no session file to compute them from)")
+        steps.done("no input-fit statistics")
 
     read_contract(out)
     steps.done("read back the contract")
