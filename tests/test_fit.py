@@ -147,3 +147,19 @@ def test_models_without_statistics_serve_unmonitored_and_say_so_once(fitted, tmp
     assert monitor_for(fitted[1], tel, "event", said.append) is None and "sliding windows" in said[0]
     assert isinstance(monitor_for(fitted[1], tel, "sliding", said.append), FitMonitor)
     assert tel.input_fit["state"] == "warming up" and "fit warming up" in tel.status_line()
+
+
+def test_fit_stats_command_adds_statistics_to_an_existing_model(tmp_path, capsys):
+    from rtdecode.cli import main
+
+    plain, contract = make_model(tmp_path / "plain.onnx", N_CH)
+    session = tmp_path / "animal.h5"
+    VirtualMacaque(contract.layout, image_size=16, seed=0).simulate_session(session, n_images=110)
+    assert main(["fit-stats", str(plain), "--data", str(session), "--out", str(tmp_path / "fit.onnx"), "--k", "4"]) == 0
+    assert "model id test-lin-64 unchanged" in capsys.readouterr().out
+    stats = read_contract(tmp_path / "fit.onnx").fit_stats
+    assert stats.info["how"] == "rtdecode fit-stats" and stats.areas[0].basis.shape[1] == 4
+    assert read_contract(plain).fit_stats is None  # --out leaves the original alone
+    other, _ = make_model(tmp_path / "other.onnx", 32)
+    assert main(["fit-stats", str(other), "--data", str(session)]) == 1  # another channel count: refused
+    assert "animal.h5:/mua has 64 channels but the layout 'test-32' has 32" in capsys.readouterr().err
