@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -172,6 +173,7 @@ def test_dashboard_command_refuses_a_taken_port(publisher):
         port = s.getsockname()[1]
         assert main(["dashboard", "--connect", publisher.address, "--port", str(port), "--duration", "1"]) == 1
     assert main(["dashboard", "--port", "70000"]) == 1
+    assert main(["dashboard", "--stale-s", "0"]) == 1
 
 
 CHROMIUM = _chromium()
@@ -240,10 +242,12 @@ def test_dashboard_page_in_a_headless_browser(publisher, tmp_path):
                 # the publisher stops: the page says for how long no frame came
                 publisher.sending.clear()
                 page.wait_for_function("document.getElementById('e').textContent.includes('no frame for')")
-                assert page.evaluate(read_seq)["seq"] == publisher.seq - 1  # the last frame stays up
+                last = _until(lambda: page.evaluate(read_seq), "the last frame after the stop")  # null mid-reload
+                assert last["seq"] == publisher.seq - 1  # the last frame stays up
             finally:
                 ctx.close()
     finally:
         rc, out, err = dash.stop()
     assert rc == 0, err
-    assert " malformed" in out and "0 malformed" not in out
+    summary = re.search(r"dashboard: (\d+) frames, (\d+) malformed", out)
+    assert summary and int(summary[1]) >= later["seq"] - first["seq"] and int(summary[2]) >= 1, out

@@ -37,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--port must be 0..65535, got {args.port}")
     if args.history < 1:
         raise ConfigError(f"--history must be >= 1 frame, got {args.history}")
+    if not args.stale_s > 0:
+        raise ConfigError(f"--stale-s must be > 0 seconds, got {args.stale_s}")
     if args.duration is not None and args.duration <= 0:
         raise ConfigError(f"--duration must be > 0 seconds, got {args.duration}")
     stop = threading.Event()

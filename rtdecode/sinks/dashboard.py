@@ -11,9 +11,9 @@ server serves
                  last error, the receiver's failure, the service's telemetry (when fed one)
 It binds to 127.0.0.1 unless told otherwise; port 0 picks a free port (see `.url`).
 
-Errors: no frame yet, or none for `stale_s` seconds, is shown as the status (the publisher is
-not running, or is not sending). A malformed message is counted, shown as `last_error`, and the receiver carries on. A
-failure of the receiver thread follows rtdecode.threads: stored with context, logged once,
+Errors: no frame yet, or none for `stale_s` seconds, is shown as the status (the publisher is not
+running, or not sending). A malformed message is counted, shown as `last_error`, and the receiver
+carries on. A failure of the receiver thread follows rtdecode.threads: stored with context, logged once,
 shown as `receiver_failed` (the page keeps serving the last frame, marked stale by the error);
 `raise_if_failed()` raises it, and so does close() under RTDECODE_RAISE_IN_THREADS.
 """
@@ -195,7 +195,8 @@ class Dashboard:
         ax = fig.add_subplot()
         ax.plot(lat, lw=0.8)
         ax.set_xlabel(f"frame (last {lat.size})")
-        ax.set_ylabel("newest sample -> receipt (ms)")
+        ax.set_ylabel("latency (ms)")
+        ax.set_title("newest sample -> receipt", fontsize=9)
         fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png")
