@@ -16,7 +16,7 @@ venv-runtime: $(VENV)/bin/activate
 
 # torch is pinned to the CPU wheel so that the test set-up never downloads CUDA packages.
 venv-dev: $(VENV)/bin/activate
-	$(PIP) install -q "torch==2.13.0" -e ".[train,dev,eval]"
+	$(PIP) install -q "torch==2.13.0" -e ".[train,dev,eval,nwb]"
 
 demo: venv-runtime
 	$(VENV)/bin/rtdecode demo --out demo-output
