@@ -23,6 +23,7 @@ from rtdecode.sessions import open_recording  # noqa: E402
 from rtdecode.sessions.nwb import nwb_recording, open_nwb  # noqa: E402
 from rtdecode.sessions.recording import parse_marker  # noqa: E402
 from rtdecode.sessions.session_file import SessionWriter  # noqa: E402
+from rtdecode.sinks.nwb_export import read_contract_metadata  # noqa: E402
 
 FS = 1000.0
 AREAS = ["V1"] * 8 + ["V4"] * 8 + ["IT"] * 8  # three arrays of 8 electrodes
@@ -352,3 +353,162 @@ def test_cli_playback_help_and_json_roundtrip_of_markers():
                  ["evaluate", "--data", "x.nwb", "--model", "m.onnx", "--nwb-images", "stimuli"]):
         args = p.parse_args(argv)
         assert json.dumps(vars(args), default=str).count("nwb_") == 3
+
+
+# ---- frames -> NWB --------------------------------------------------------------------------
+def record_frames(directory: Path, model_id: str, n: int = 30, shape=(8, 8, 3), *, meta=None, dtype=np.uint8,
+                  extra_shape_frames: int = 0, jitter: bool = True):
+    """A real frame recording (FrameRecorder, several chunks); frame k is reproducible from k."""
+    from rtdecode.protocol import FrameHeader
+    from rtdecode.sinks.recorder import FrameRecorder
+
+    t0 = 5000.0  # an LSL clock reading
+    frames, heads = [], []
+    with FrameRecorder(directory, chunk_frames=7, source="test", meta=meta) as r:
+        for k in range(n + extra_shape_frames):
+            shp = shape if k < n else (4, 4, 3)
+            img = np.random.default_rng(k).integers(0, 256, size=shp, dtype=np.uint8)
+            if dtype == np.float32:
+                img = (img / 255).astype(np.float32)
+            ref = t0 + k * 0.05 + (1e-4 * ((k * 7) % 5) if jitter else 0.0)
+            h = FrameHeader(seq=k, model_id=model_id, ref_time=ref, newest_ts=t0 + k * 0.05 + 0.2,
+                            shape=shp, dtype=np.dtype(dtype).name, stages={"inferred": t0 + k * 0.05 + 0.203},
+                            stimulus=k % 3 if k % 2 else None)
+            r.write(h, img, received=t0 + k * 0.05 + 0.2 + 0.001 * (1 + k % 4))
+            frames.append(img)
+            heads.append(h)
+    return frames, heads
+
+
+def read_back(path: Path) -> dict:
+    with NWBHDF5IO(str(path), "r") as io:
+        f = io.read()
+        mod = f.processing["decoding"]
+        fr, lat = mod["decoded_frames"], mod["latency"]
+        out = {"frames": np.asarray(fr.data[()]), "ts": np.asarray(fr.get_timestamps()),
+               "latency": np.asarray(lat.data[()]), "latency_ts": np.asarray(lat.get_timestamps()),
+               "info": mod["frame_info"].to_dataframe(), "description": fr.description,
+               "module": mod.description, "regular": fr.timestamps is None, "subject": f.subject}
+    contract = read_contract_metadata(path)
+    if contract is not None:
+        out["contract"] = contract
+    return out
+
+
+def test_export_nwb_round_trips_frames_timestamps_latency_and_contract(tmp_path):
+    from rtdecode.cli import main as cli_main
+    from rtdecode.contract import DecoderContract
+    from rtdecode.testing import make_model
+
+    model, contract = make_model(tmp_path / "m.onnx", 16)
+    frames, heads = record_frames(tmp_path / "rec", contract.model_id)
+    out = tmp_path / "out.nwb"
+    assert cli_main(["frames", str(tmp_path / "rec"), "--export-nwb", str(out), "--model", str(model)]) == 0
+    got = read_back(out)
+    np.testing.assert_array_equal(got["frames"], np.stack(frames))
+    np.testing.assert_array_equal(got["ts"], [h.ref_time for h in heads])
+    np.testing.assert_array_equal(got["latency_ts"], got["ts"])
+    np.testing.assert_allclose(got["latency"], [0.001 * (1 + k % 4) for k in range(30)], atol=1e-9)
+    info = got["info"]
+    assert info["seq"].tolist() == list(range(30))
+    assert info["stimulus"].tolist() == [k % 3 if k % 2 else -1 for k in range(30)]
+    np.testing.assert_array_equal(info["stage_inferred"], [h.stages["inferred"] for h in heads])
+    np.testing.assert_array_equal(info["ref_time"], [h.ref_time for h in heads])
+    assert set(info["model_id"]) == {contract.model_id} and not got["regular"]
+    assert contract.model_id in got["description"] and contract.model_id in got["module"]
+    back = DecoderContract.from_metadata(got["contract"], source="nwb")
+    assert back.to_metadata() == contract.to_metadata()
+    # a slice, a step
+    out2 = tmp_path / "slice.nwb"
+    assert cli_main(["frames", str(tmp_path / "rec"), "--export-nwb", str(out2), "--model", str(model),
+                     "--start", "3", "--stop", "20", "--step", "4"]) == 0
+    got = read_back(out2)
+    np.testing.assert_array_equal(got["frames"], np.stack(frames[3:20:4]))
+    assert got["info"]["seq"].tolist() == [3, 7, 11, 15, 19]
+
+
+def test_export_nwb_takes_the_contract_from_the_manifest_or_writes_the_id_only(tmp_path, capsys):
+    from rtdecode.sinks.nwb_export import export_nwb
+    from rtdecode.sinks.recorder import open_recording_dir
+    from rtdecode.testing import make_model
+
+    _, contract = make_model(tmp_path / "m.onnx", 16)
+    record_frames(tmp_path / "served", contract.model_id, n=5, dtype=np.float32,
+                  meta={"model_id": contract.model_id, "contract": contract.to_metadata()})
+    r = export_nwb(open_recording_dir(tmp_path / "served"), tmp_path / "a.nwb", progress=False)
+    assert r["contract"] and r["frames"] == 5
+    got = read_back(tmp_path / "a.nwb")
+    assert got["contract"] == contract.to_metadata() and got["frames"].dtype == np.float32
+    record_frames(tmp_path / "bare", "some-model", n=5)
+    r = export_nwb(open_recording_dir(tmp_path / "bare"), tmp_path / "b.nwb", progress=False)
+    assert not r["contract"] and "--model" in r["notes"][0]
+    got = read_back(tmp_path / "b.nwb")
+    assert "contract" not in got and "some-model" in got["description"]
+
+
+def test_export_nwb_refuses_a_wrong_model_mixed_shapes_and_an_existing_file(tmp_path):
+    from rtdecode.errors import ConfigError
+    from rtdecode.sinks.nwb_export import export_nwb
+    from rtdecode.sinks.recorder import open_recording_dir
+    from rtdecode.testing import make_model
+
+    model, _ = make_model(tmp_path / "m.onnx", 16)
+    record_frames(tmp_path / "rec", "another-model", n=10, extra_shape_frames=3)
+    rec = open_recording_dir(tmp_path / "rec")
+    with pytest.raises(ConfigError, match="is model 'test-lin-16' but the frames in .* were decoded by another-model"):
+        export_nwb(rec, tmp_path / "x.nwb", model=model, stop=10, progress=False)
+    with pytest.raises(SessionError, match=r"several shapes \[4, 4, 3\] uint8, \[8, 8, 3\] uint8; .*--start/--stop"):
+        export_nwb(rec, tmp_path / "x.nwb", progress=False)
+    assert export_nwb(rec, tmp_path / "x.nwb", stop=10, progress=False)["frames"] == 10
+    with pytest.raises(ConfigError, match="already exists"):
+        export_nwb(rec, tmp_path / "x.nwb", stop=10, progress=False)
+    with pytest.raises(ConfigError, match="ending in .nwb"):
+        export_nwb(rec, tmp_path / "x.h5", progress=False)
+
+
+def inspector_problems(path: Path) -> list:
+    nwbinspector = pytest.importorskip("nwbinspector", reason="the NWB best-practice check needs nwbinspector "
+                                                               "(the dev extra)")
+    from nwbinspector import Importance
+
+    msgs = list(nwbinspector.inspect_nwbfile(nwbfile_path=str(path)))
+    return [m for m in msgs if m.importance in (Importance.ERROR, Importance.PYNWB_VALIDATION, Importance.CRITICAL,
+                                                 Importance.BEST_PRACTICE_VIOLATION)]
+
+
+def test_nwbinspector_finds_no_errors_in_what_rtdecode_writes(tmp_path):
+    from rtdecode.sinks.nwb_export import export_nwb, subject_fields
+    from rtdecode.sinks.recorder import open_recording_dir
+    from rtdecode.testing import make_model
+
+    model, contract = make_model(tmp_path / "m.onnx", 16)
+    record_frames(tmp_path / "rec", contract.model_id, n=12, jitter=False)
+    rec = open_recording_dir(tmp_path / "rec")
+    subject = subject_fields(["subject_id=N", "species=Macaca mulatta", "sex=M", "age=P7Y"])
+    r = export_nwb(rec, tmp_path / "out.nwb", model=model, progress=False, subject=subject)
+    assert r["notes"] == []
+    problems = inspector_problems(tmp_path / "out.nwb")
+    assert not problems, "\n".join(f"{m.importance.name} {m.check_function_name} {m.location}: {m.message}"
+                                   for m in problems)
+    got = read_back(tmp_path / "out.nwb")  # evenly spaced frames are stored as a rate
+    assert got["regular"] and got["subject"].subject_id == "N"
+    np.testing.assert_allclose(got["ts"], rec.columns()["ref_time"], rtol=0, atol=1e-9)
+    # without a subject the inspector's one complaint is the missing subject, and the export says so
+    r = export_nwb(rec, tmp_path / "nosubject.nwb", model=model, progress=False)
+    assert "no subject" in r["notes"][0]
+    assert [m.check_function_name for m in inspector_problems(tmp_path / "nosubject.nwb")] == ["check_subject_exists"]
+
+
+def test_subject_fields_from_pairs_and_from_the_raw_nwb(tmp_path, rng):
+    from rtdecode.errors import ConfigError
+    from rtdecode.sinks.nwb_export import subject_fields
+
+    nwb = new_nwbfile()
+    nwb.subject = pynwb.file.Subject(subject_id="F", species="Macaca mulatta", sex="F", age="P9Y")
+    raw = write(tmp_path / "raw.nwb", nwb)
+    assert subject_fields(["age=P10Y"], raw) == {"subject_id": "F", "species": "Macaca mulatta", "sex": "F",
+                                                 "age": "P10Y"}
+    with pytest.raises(ConfigError, match="KEY=VALUE with KEY one of subject_id"):
+        subject_fields(["colour=brown"])
+    with pytest.raises(ConfigError, match="the file has no subject"):
+        subject_fields(None, write(tmp_path / "nosub.nwb", new_nwbfile()))
