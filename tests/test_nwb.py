@@ -343,16 +343,103 @@ def test_training_needs_images_and_onsets(tmp_path, rng):
         load_decoding_data(write_nwb(tmp_path / "notr.nwb", d, trials=False), progress=False)
 
 
-def test_cli_playback_help_and_json_roundtrip_of_markers():
-    """`--nwb-*` options exist on playback, train and evaluate."""
-    from rtdecode.cli import build_parser
+def test_cli_evaluate_reads_the_nwb_file_it_is_given(tmp_path, rng):
+    """A ridge decoder fitted on NWB data, scored by `rtdecode evaluate --data X.nwb` (no torch needed)."""
+    from rtdecode.cli import main
+    from rtdecode.onnx_io import save_model
+    from rtdecode.training.data import load_decoding_data
+    from rtdecode.training.ridge import RidgeDecoder
 
-    p = build_parser()
-    for argv in (["playback", "x.nwb", "--nwb-series", "MUA"],
-                 ["train", "--data", "x.nwb", "--nwb-intervals", "trials"],
-                 ["evaluate", "--data", "x.nwb", "--model", "m.onnx", "--nwb-images", "stimuli"]):
-        args = p.parse_args(argv)
-        assert json.dumps(vars(args), default=str).count("nwb_") == 3
+    data = make_data(rng)
+    path = write_nwb(tmp_path / "e.nwb", data)
+    write_session(tmp_path / "e.h5", data)
+    d = load_decoding_data(path, image_size=16, seed=0, progress=False)
+    r = RidgeDecoder.fit(d.train_x, d.train_y, d.mask, val_x=d.val_x, val_y=d.val_y)
+    save_model(r.to_onnx(d.contract("ridge")), tmp_path / "m.onnx")
+    assert main(["evaluate", "--model", str(tmp_path / "m.onnx"), "--data", str(path), "--nwb-intervals", "trials",
+                 "--nwb-series", "MUA", "--out", str(tmp_path / "ev"), "--ridge-windows", "spatiotemporal",
+                 "--bootstrap", "50", "--no-progress"]) == 0
+    assert main(["evaluate", "--model", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "e.h5"),
+                 "--out", str(tmp_path / "ev-h5"), "--ridge-windows", "spatiotemporal",
+                 "--bootstrap", "50", "--no-progress"]) == 0
+    rep = json.loads((tmp_path / "ev" / "report.json").read_text())
+    ref = json.loads((tmp_path / "ev-h5" / "report.json").read_text())
+    assert rep["metrics"]["model"]["n_images"] == 2  # 20 images, a tenth for test
+    for role in ("model", "floor", "ridge_spatiotemporal"):  # the same data as a session file scores the same
+        assert rep["metrics"][role]["pixel_corr"] == pytest.approx(ref["metrics"][role]["pixel_corr"], abs=1e-5)
+    assert main(["evaluate", "--model", str(tmp_path / "m.onnx"), "--data", str(path), "--nwb-series", "LFP",
+                 "--out", str(tmp_path / "ev2"), "--no-progress"]) == 1
+
+
+@pytest.mark.slow
+def test_cli_train_on_an_nwb_file(tmp_path, rng):
+    pytest.importorskip("torch", reason="training needs the train extra (torch)")
+    from rtdecode.cli import main
+
+    path = write_nwb(tmp_path / "t.nwb", make_data(rng, size=32))
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"preset": "fast", "image_size": 32, "widths": [8, 16, 32], "disc_widths": [8, 16],
+                               "num_threads": 1}))
+    assert main(["train", "--data", str(path), "--config", str(cfg), "--max-steps", "2", "--batch-size", "4",
+                 "--out", str(tmp_path / "run"), "--no-progress", "--nwb-images", "stimuli"]) == 0
+    assert (tmp_path / "run" / "best.pt").exists()
+
+
+@pytest.mark.lsl
+@pytest.mark.timeout(120)
+def test_cli_playback_streams_an_nwb_file_over_lsl_with_markers(tmp_path, rng):
+    """`rtdecode playback X.nwb` in a child process; this process is the LSL consumer."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from rtdecode.lslconfig import lsl
+    from rtdecode.rig import unique
+
+    d = make_data(rng, n_images=3, reps=1, trial_len=200)
+    path = write_nwb(tmp_path / "p.nwb", d)
+    name = unique("nwb-mua")
+    proc = subprocess.Popen([sys.executable, "-m", "rtdecode", "playback", str(path), "--stream-name", name,
+                             "--marker-stream", name + "-markers", "--speed", "4", "--wait-for-consumer", "30",
+                             "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ))
+    try:
+        pylsl = lsl()
+        found = {}
+        deadline = time.monotonic() + 30
+        while len(found) < 2 and time.monotonic() < deadline:
+            for info in pylsl.resolve_streams(0.5):
+                if info.name() in (name, name + "-markers"):
+                    found[info.name()] = info
+        assert len(found) == 2, "playback streams not found"
+        m_inlet = pylsl.StreamInlet(found[name + "-markers"])
+        m_inlet.open_stream(5)
+        inlet = pylsl.StreamInlet(found[name], max_buflen=60)
+        inlet.open_stream(5)
+        assert inlet.info().desc().child("channels").child("channel").child_value("area") == "V1"
+        xs, ts, mks, mts = [], [], [], []
+        n = d["mua"].shape[0]
+        deadline = time.monotonic() + 60
+        while sum(len(x) for x in xs) < n and time.monotonic() < deadline:
+            x, t = inlet.pull_chunk(timeout=0.1)
+            if t:
+                xs.append(np.asarray(x, np.float32))
+                ts.extend(t)
+        end = time.monotonic() + 2
+        while len(mks) < 2 * d["onsets"].size and time.monotonic() < end:
+            m, mt = m_inlet.pull_chunk(timeout=0.1)
+            mks.extend(v[0] for v in m)
+            mts.extend(mt)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out.decode()[-2000:]
+    np.testing.assert_array_equal(np.concatenate(xs), d["mua"])
+    at = np.searchsorted(np.asarray(ts), np.asarray(mts))
+    onsets = [(int(i), parse_marker(m)) for i, m in zip(at, mks, strict=True) if parse_marker(m)["event"] == "onset"]
+    assert onsets == [(int(on), {"event": "onset", "image": int(k), "trial": t})
+                      for t, (on, k) in enumerate(zip(d["onsets"], d["order"], strict=True))]
 
 
 # ---- frames -> NWB --------------------------------------------------------------------------
