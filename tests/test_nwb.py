@@ -183,6 +183,20 @@ def test_ambiguous_series_are_listed_and_chosen_by_name(tmp_path, rng):
         open_nwb(path, series="eye")
 
 
+def test_channel_order_follows_the_series_electrode_region(tmp_path, rng):
+    """Columns of the series map to electrode rows through its region, not the table's order."""
+    d = make_data(rng, n_images=3, reps=1)
+    nwb = new_nwbfile()
+    add_electrodes(nwb)
+    order = list(range(16, 24)) + list(range(8))  # IT electrodes first, then V1; no V4
+    region = nwb.create_electrode_table_region(order, "IT then V1")
+    nwb.add_acquisition(ElectricalSeries(name="MUA", data=d["mua"][:, :16], electrodes=region, rate=FS))
+    lay = open_nwb(write(tmp_path / "r.nwb", nwb)).layout
+    assert lay.areas == ("IT",) * 8 + ("V1",) * 8
+    assert lay.arrays.tolist() == [1] * 8 + [2] * 8  # groups numbered in the series' order
+    assert lay.usable.tolist() == [True] * 11 + [False] + [True] * 4  # the bad row 3 is channel 11
+
+
 def test_a_series_named_mua_wins_among_several(tmp_path, rng):
     d = make_data(rng, n_images=3, reps=1)
     nwb = new_nwbfile()

@@ -114,11 +114,9 @@ def export_nwb(rec: Any, out: str | Path, *, model: str | Path | None = None, st
     bar = progress_bar(int(idx.size), f"export {out.name}", enabled=progress, unit="frame")
 
     def frames():
-        wanted = set(idx.tolist())
-        for i, (_, im) in enumerate(rec.iter_frames(int(idx[0]), int(idx[-1]) + 1, 1), start=int(idx[0])):
-            if i in wanted:
-                bar.update(1)
-                yield np.asarray(im)
+        for _, im in rec.iter_frames(int(idx[0]), int(idx[-1]) + 1, int(step)):
+            bar.update(1)
+            yield np.asarray(im)
 
     data = H5DataIO(DataChunkIterator(data=frames(), maxshape=(int(idx.size), *shape), dtype=np.dtype(dtype),
                                       buffer_size=64),
