@@ -16,7 +16,7 @@ venv-runtime: $(VENV)/bin/activate
 
 # torch is pinned to the CPU wheel so that the test set-up never downloads CUDA packages.
 venv-dev: $(VENV)/bin/activate
-	$(PIP) install -q "torch==2.13.0" -e ".[train,dev,eval,p2p]"
+	$(PIP) install -q "torch==2.13.0" -e ".[train,dev,eval,p2p,nwb]"
 
 # Debian's chromium for the dashboard's browser test (tests/test_dashboard_browser.py). Never fails:
 # without apt-get or root the test skips and says why.
