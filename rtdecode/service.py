@@ -160,7 +160,9 @@ class DecoderService:
         if cfg.record:
             from .sinks.recorder import FrameRecorder
 
-            self.sinks.append(FrameRecorder(cfg.record))
+            # the model's id and contract travel with the frames (frames --export-nwb archives them)
+            self.sinks.append(FrameRecorder(cfg.record, source=f"serve {cfg.model}",
+                                            meta={"model_id": c.model_id, "contract": c.to_metadata()}))
         self.source = LslSource(
             cfg.stream, n_channels=c.layout.n_channels, sampling_rate_hz=fs, capacity=capacity,
             telemetry=self.telemetry, resolve_timeout_s=cfg.resolve_timeout_s, reconnect=cfg.reconnect,

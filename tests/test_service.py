@@ -388,7 +388,7 @@ def test_serve_command_stops_cleanly_on_sigterm_and_records(tmp_path, rng):
     import subprocess
     import sys
 
-    path, _ = make_model(tmp_path / "m.onnx", 16)
+    path, contract = make_model(tmp_path / "m.onnx", 16)
     summary_file = tmp_path / "summary.json"
     rec = tmp_path / "rec"
     with Pusher(tmp_path, rng.normal(size=(20000, 16)), chunk=4) as p:
@@ -412,6 +412,9 @@ def test_serve_command_stops_cleanly_on_sigterm_and_records(tmp_path, rng):
     assert summary["frames"] > 0 and summary["config"]["stream"] == p.name and summary["error"] is None
     assert summary["telemetry"]["latency_ms"]["end_to_end"]["p99_ms"] > 0
     assert any(rec.iterdir())
+    # the recording carries the model's id and contract (frames --export-nwb archives them)
+    meta = json.loads((rec / "recording.json").read_text())["meta"]
+    assert meta["model_id"] == contract.model_id and meta["contract"] == contract.to_metadata()
 
 
 def test_engine_options_from_file_and_flags(tmp_path):

@@ -321,16 +321,17 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
 def train_from_source(source: str | Path, config: TrainConfig, out_dir: str | Path, *,
                       resume: str | Path | None = None, cache_dir: str | Path | None = None,
                       things_dir: str | Path | None = None, monkey: str = "N",
-                      progress: bool = True) -> TrainResult:
-    """Load a session .h5 / TVSD folder with the config's windows, size and split, then train.
+                      progress: bool = True, nwb: dict[str, str | None] | None = None) -> TrainResult:
+    """Load a session .h5 / NWB file / TVSD folder with the config's windows, size and split, then train.
 
     TVSD only: things_dir is the local THINGS image folder, monkey 'N' or 'F'.
+    NWB only: nwb = {"series", "intervals", "images"} names (see rtdecode.sessions.nwb).
     """
     from .data import load_decoding_data
 
     data = load_decoding_data(source, windows=config.windows, image_size=config.image_size, split=config.split,
                               seed=config.data_seed, cache_dir=cache_dir, things_dir=things_dir, monkey=monkey,
-                              progress=progress)
+                              progress=progress, nwb=nwb)
     return train(data, config, out_dir, resume=resume, progress=progress,
                  data_info={"source": str(source)})
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from .nwb_options import add_nwb_options, nwb_selection
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the homeomorphic decoder on a recorded/simulated session or TVSD",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", required=True, help="an rtdecode session .h5 (e.g. from `rtdecode simulate`) or a TVSD folder")
+    p.add_argument("--data", required=True, help="an rtdecode session .h5 (e.g. from `rtdecode simulate`), an NWB file (.nwb) or a TVSD folder")
     p.add_argument("--preset", choices=("fast", "paper"), default=None,
                    help="base configuration (fast: 64x64 CPU demo model; paper: MonkeySee 96x96); fast when omitted%(default).0s")
     p.add_argument("--config", default=None, help="a JSON TrainConfig file (its 'preset' key picks the base)%(default).0s")
@@ -37,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", default=None, help="cache the assembled window maps here%(default).0s")
     p.add_argument("--things-dir", default=None, help="TVSD only: your local THINGS image folder%(default).0s")
     p.add_argument("--monkey", choices=("N", "F"), default="N", help="TVSD only: which monkey")
+    add_nwb_options(p)
     p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
     p.set_defaults(func=run)
 
@@ -61,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         config = load_config(args.config, args.preset, **overrides)
     result = train_from_source(args.data, config, args.out, resume=args.resume, cache_dir=args.cache_dir,
-                               things_dir=args.things_dir, monkey=args.monkey, progress=not args.no_progress)
+                               things_dir=args.things_dir, monkey=args.monkey, progress=not args.no_progress,
+                               nwb=nwb_selection(args))
     if result.note:
         print(f"note: {result.note}")
     last = result.history[-1] if result.history else {}

@@ -11,8 +11,9 @@ server serves
                  last error, the receiver's failure, the service's telemetry (when fed one)
 It binds to 127.0.0.1 unless told otherwise; port 0 picks a free port (see `.url`).
 
-Errors: a malformed message is counted, shown as `last_error`, and the receiver carries on. A
-failure of the receiver thread follows rtdecode.threads: stored with context, logged once,
+Errors: no frame yet, or none for `stale_s` seconds, is shown as the status (the publisher is not
+running, or not sending). A malformed message is counted, shown as `last_error`, and the receiver
+carries on. A failure of the receiver thread follows rtdecode.threads: stored with context, logged once,
 shown as `receiver_failed` (the page keeps serving the last frame, marked stale by the error);
 `raise_if_failed()` raises it, and so does close() under RTDECODE_RAISE_IN_THREADS.
 """
@@ -40,7 +41,7 @@ PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>rtdecode</titl
 <body style="background:#111;color:#ddd;font-family:sans-serif">
 <h3>rtdecode: newest frame and latency</h3>
 <p id="e" style="color:#f77">{status}</p>
-<img id="f" src="/frame.png" style="image-rendering:pixelated;width:384px">
+<img id="f" src="/frame.png" alt="no frame yet" style="image-rendering:pixelated;width:384px">
 <img id="l" src="/latency.png" style="width:480px"><pre id="s"></pre>
 <script>
 setInterval(() => {{
@@ -70,7 +71,10 @@ class Dashboard:
     """
 
     def __init__(self, address: str | None = DEFAULT_ADDRESS, *, host: str = "127.0.0.1", port: int = 0,
-                 history: int = 1000):
+                 history: int = 1000, stale_s: float = 2.0):
+        self.address = address
+        self.stale_s = float(stale_s)
+        self._last_at: float | None = None  # monotonic time of the newest frame
         self._lock = threading.Lock()
         self._frame: np.ndarray | None = None
         self._seq: int | None = None
@@ -113,6 +117,7 @@ class Dashboard:
         lat_ms = ((time.monotonic() if received is None else received) - header.newest_ts) * 1e3
         with self._lock:
             self._frame, self._seq = img, header.seq
+            self._last_at = time.monotonic()
             self._lat_ms.append(lat_ms)
             self.frames += 1
 
@@ -157,14 +162,21 @@ class Dashboard:
         return out
 
     def status(self) -> str:
-        """The error the page shows: the receiver's failure, else the latest malformed message ('' if none)."""
+        """The error the page shows ('' if none): the receiver's failure, else no frame yet or none
+        for `stale_s` seconds, and the latest malformed message."""
         failure = self.failure
         if failure is not None:
             return f"receiver stopped: {failure}"
+        parts = []
+        src = "" if self.address is None else f" from {self.address}"
         with self._lock:
-            if self.last_error is None:
-                return ""
-            return f"skipped {self.malformed} malformed message(s), the last: {self.last_error}"
+            if self._last_at is None:
+                parts.append(f"no frame received yet{src}")
+            elif (age := time.monotonic() - self._last_at) > self.stale_s:
+                parts.append(f"no frame for {age:.1f} s{src} (the last: seq {self._seq})")
+            if self.last_error is not None:
+                parts.append(f"skipped {self.malformed} malformed message(s), the last: {self.last_error}")
+        return "; ".join(parts)
 
     def page(self) -> bytes:
         return PAGE.format(status=html.escape(self.status())).encode()
@@ -183,7 +195,8 @@ class Dashboard:
         ax = fig.add_subplot()
         ax.plot(lat, lw=0.8)
         ax.set_xlabel(f"frame (last {lat.size})")
-        ax.set_ylabel("newest sample -> receipt (ms)")
+        ax.set_ylabel("latency (ms)")
+        ax.set_title("newest sample -> receipt", fontsize=9)
         fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png")
