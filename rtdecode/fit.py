@@ -19,8 +19,8 @@ monkey after normalisation; the subspace is what gives it away.
 
 Scores are averaged over a *block* of windows sampled one per `stride` samples of stream
 (default 50 ms, `block` 40 windows = 2 s of stream), so the block's spread does not depend on
-the serve stride. The range accepted per area is the held-out blocks' [min, max] widened by
-`margin` x their spread. Everything is stored in the model under `rtdecode.input_fit`
+the serve stride. The range accepted per area is the held-out blocks' [min, max] widened on a
+log scale by `margin` x their spread (a ratio) on each side. Everything is stored in the model under `rtdecode.input_fit`
 (INPUT_FIT_VERSION), computed at export time or added later with `rtdecode fit-stats`.
 """
 
@@ -208,7 +208,7 @@ def compute_fit_stats(mua: Any, contract: Any, *, k: int = 16, stride_ms: float 
     Sliding windows one per `stride_ms`; the recording is cut into contiguous segments of
     `segment_s`, a seeded `heldout_fraction` of them held out: the rest fit the per-area models,
     the held-out blocks set each area's accepted range ([min, max] of their block scores,
-    widened by `margin` x (max - min) on each side).
+    widened by `margin` x log(max / min), at least 0.05, on a log scale on each side).
     """
     fs = contract.plan.sampling_rate_hz
     stride = max(1, int(round(stride_ms * fs / 1000.0)))
@@ -242,10 +242,11 @@ def calibrate(stats: FitStats, heldout: np.ndarray) -> None:
     if len(b) < 2:
         raise ConfigError(f"input fit: {len(heldout)} held-out windows make fewer than 2 blocks of {stats.block}")
     for j, a in enumerate(stats.areas):
-        lo, hi = float(b[:, j].min()), float(b[:, j].max())
-        pad = stats.margin * max(hi - lo, 0.05 * abs(float(np.median(b[:, j]))))
-        a.lo, a.hi = lo - pad, hi + pad
-        a.heldout = {"blocks": int(len(b)), "min": lo, "median": float(np.median(b[:, j])), "max": hi}
+        lb = np.log(np.maximum(b[:, j], 1e-12))  # the score is positive and skewed: widen by ratios
+        pad = stats.margin * max(float(lb.max() - lb.min()), 0.05)
+        a.lo, a.hi = float(np.exp(lb.min() - pad)), float(np.exp(lb.max() + pad))
+        a.heldout = {"blocks": int(len(b)), "min": float(b[:, j].min()), "median": float(np.median(b[:, j])),
+                     "max": float(b[:, j].max())}
 
 
 def read_fit_stats(meta: dict[str, str], n_inputs: int, *, source: str = "model") -> FitStats | None:

@@ -28,9 +28,9 @@ def _mua(layout, seed: int, n_images: int, image_seed: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
-    """A small decoder with input-fit statistics from 40 s of virtual monkey 0, and that monkey's layout."""
+    """A small decoder with input-fit statistics from 80 s of virtual monkey 0 (10 held-out blocks)."""
     path, contract = make_model(tmp_path_factory.mktemp("fit") / "m.onnx", N_CH)
-    stats = compute_fit_stats(_mua(contract.layout, 0, 100, image_seed=1), contract, **FIT)
+    stats = compute_fit_stats(_mua(contract.layout, 0, 200, image_seed=1), contract, **FIT)
     set_input_fit(path, stats)
     return path, read_contract(path)
 
