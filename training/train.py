@@ -56,6 +56,7 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     note: str = ""
     rf_recovery: dict[str, Any] | None = None  # training/rf_report.py; None without true RFs
+    params_sha256: str = ""  # of the trained parameters; under DDP checked equal on every rank
 
 
 def pick_device(name: str, dist: DistContext = SINGLE) -> torch.device:
@@ -358,17 +359,17 @@ def train(data: Any, config: TrainConfig, out_dir: str | Path, *, resume: str | 
             with open(out / "history.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
     bar.close()
+    digest = dist.check_in_sync(model, step)
     if dist.enabled:
-        log.info("DDP: the %d ranks hold identical parameters (sha256 %s)", dist.world_size,
-                 dist.check_in_sync(model, step)[:16])
+        log.info("DDP: the %d ranks hold identical parameters (sha256 %s)", dist.world_size, digest[:16])
     if not main:
-        return TrainResult(out, best_path, last_path, step, best, history, losses.note, None)
+        return TrainResult(out, best_path, last_path, step, best, history, losses.note, None, digest)
     if not best_path.exists():  # e.g. resumed at the end
         save_checkpoint(best_path, model=ema if ema is not None else model,
                         model_raw=model if ema is not None else None, step=step, epoch=step // steps_per_epoch, disc=disc, opt_g=opt_g,
                         opt_d=opt_d, best_metric=best, history=history, rf_head=rf_head, **common)
     rf_rec = _rf_recovery(init_centres, ema if ema is not None else model, data, config.image_size, out)
-    return TrainResult(out, best_path, last_path, step, best, history, losses.note, rf_rec)
+    return TrainResult(out, best_path, last_path, step, best, history, losses.note, rf_rec, digest)
 
 
 def _rf_errors(model: HomeomorphicDecoder, data: Any, width: int) -> dict[str, float]:
