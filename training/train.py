@@ -337,7 +337,7 @@ def train(data: Any, config: TrainConfig, out_dir: str | Path, *, resume: str | 
             dist.check_in_sync(model, step)  # every rank takes part
         if (step % val_every == 0 or step == total) and main:
             metrics = validate(ema if ema is not None else model, val_x, val_y, device)
-            rec = {"step": step, "epoch": step / steps_per_epoch, "time_s": round(time.perf_counter() - t0, 1),
+            rec = {"step": step, "epoch": step / steps_per_epoch, "time_s": round(time.perf_counter() - t0, 3),
                    **{f"val_{k}": round(v, 5) for k, v in metrics.items()},
                    **{f"train_{k}": round(v, 5) for k, v in running.items()},
                    **_rf_errors(ema if ema is not None else model, data, config.image_size)}
