@@ -57,7 +57,7 @@ def run_once(session: Path, config: dict[str, Any], mode: tuple[str, int, int, b
                "127.0.0.1", "--master-port", str(_port()), *args, "--ddp"]
     else:
         cmd = [sys.executable, *args]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "GLOO_SOCKET_IFNAME": "lo"}  # gloo on loopback
     t0 = time.perf_counter()
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
     wall = time.perf_counter() - t0

@@ -113,7 +113,8 @@ def test_cli_ddp_without_torchrun_fails_before_reading_data(tmp_path, capsys, mo
 
 # ---- real process groups (torchrun, gloo, 127.0.0.1) -------------------------------------------
 def clean_env() -> dict[str, str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "LSLAPICFG": str(ROOT / "deploy" / "lsl_api.cfg")}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LSLAPICFG": str(ROOT / "deploy" / "lsl_api.cfg"),
+           "GLOO_SOCKET_IFNAME": "lo"}  # gloo's connections on loopback (MASTER_ADDR is 127.0.0.1)
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
     return env
