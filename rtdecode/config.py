@@ -52,6 +52,7 @@ class ServeConfig:
     lsl_scope: str = "machine"  # LSL discovery: this machine only, or the network
     record: str | None = None  # directory for rtdecode.sinks.recorder.FrameRecorder (None: off)
     status_interval_s: float = 5.0  # one status line every this many seconds (0: off)
+    heartbeat_interval_s: float = 1.0  # heartbeat (state, session) on the PUB socket this often (0: off)
     prometheus_port: int | None = None  # serve Prometheus metrics at http://127.0.0.1:PORT/metrics (None: off)
     duration_s: float | None = None  # stop after this long (None: until stopped)
     max_frames: int | None = None  # stop after this many frames (None: until stopped)
@@ -95,6 +96,7 @@ class ServeConfig:
         if self.record is not None:
             _check_str(self, "record", nonempty=True)
         _check_num(self, "status_interval_s", lo=0.0)
+        _check_num(self, "heartbeat_interval_s", lo=0.0)
         if self.prometheus_port is not None:
             _check_int(self, "prometheus_port", lo=0)
             if self.prometheus_port > 65535:

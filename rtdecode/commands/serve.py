@@ -41,6 +41,8 @@ _FLAGS = (
     ("--lsl-scope", "lsl_scope", str, "LSL discovery: machine (this computer) or network"),
     ("--record", "record", str, "also record frames and telemetry into this directory"),
     ("--status-interval", "status_interval_s", float, "seconds between status lines (0: off)"),
+    ("--heartbeat-interval", "heartbeat_interval_s", float,
+     "seconds between heartbeats (state, session id) on the PUB socket, topic 'heartbeat' (0: off)"),
     ("--prometheus-port", "prometheus_port", int, "serve Prometheus metrics at http://127.0.0.1:PORT/metrics"),
     ("--duration", "duration_s", float, "stop after this many seconds"),
     ("--max-frames", "max_frames", int, "stop after this many frames"),
