@@ -212,3 +212,54 @@ def test_heartbeats_tell_streaming_lost_idle_and_stopping_apart(tmp_path, rng):
     last_seq = max(s.last_seq for s in states if s.last_seq is not None)
     assert last_seq >= max(f.header.seq for f in got)
     assert ServiceThread(ServeConfig(stream="x", model=str(path))).service.session != session
+
+
+@pytest.mark.timeout(60)
+def test_dashboard_and_viewer_show_the_heartbeat_state(tmp_path):
+    """Frames, then none while the heartbeat says stream_lost, then no heartbeat at all: the
+    dashboard's stats and page say so (lost, then dead), and the viewer draws the change once."""
+    from rtdecode.display.viewer import AnimationWriter, PanelComposer, view
+    from rtdecode.sinks.dashboard import Dashboard
+    from rtdecode.sinks.heartbeat import HeartbeatSender
+
+    small = np.zeros((8, 8, 3), np.uint8)
+    with FramePublisher("tcp://127.0.0.1:*") as pub:
+        beats = HeartbeatSender(pub, session="s1", interval_s=0.05)
+        stop_frames, stop_all = threading.Event(), threading.Event()
+
+        def run() -> None:
+            seq = 0
+            while not stop_all.is_set():
+                now = time.monotonic()
+                if not stop_frames.is_set():
+                    pub.publish(FrameHeader(seq=seq, model_id="m", ref_time=now, newest_ts=now, shape=small.shape,
+                                            session="s1"), small)
+                    seq += 1
+                beats.tick(now, seq, lost=stop_frames.is_set())
+                time.sleep(0.01)
+
+        th = threading.Thread(target=run, daemon=True)
+        th.start()
+        dash = Dashboard(pub.endpoint)
+        try:
+            wait_until(lambda: dash.stats().get("server_state") == "streaming" and dash.frames > 3, 20,
+                       what="frames and a streaming heartbeat")
+            stop_frames.set()
+            wait_until(lambda: dash.stats()["server_state"] == "stream_lost", 20, what="the stream_lost beat")
+            assert "stream is lost" in dash.status() and dash.stats()["heartbeat"]["session"] == "s1"
+            sub = FrameSubscriber(pub.endpoint)
+            stop_frames.clear()
+            threading.Timer(1.0, stop_frames.set).start()
+            stats = view("unused", AnimationWriter(tmp_path, "png"), PanelComposer(tile=32), subscriber=sub,
+                         duration=3.0)
+            sub.close()
+            assert stats.frames > 0 and "stream_lost" in stats.server_states
+            assert stats.server_states.index("streaming") < stats.server_states.index("stream_lost")
+            assert stats.shown + 1 == len(list(tmp_path.glob("view_*.png")))  # + the state panel, drawn once
+            stop_all.set()
+            wait_until(lambda: dash.stats()["server_state"] == "dead", 20, what="no heartbeat: dead")
+            assert "no heartbeat" in dash.status()
+        finally:
+            stop_all.set()
+            th.join(5)
+            dash.close()

@@ -8,7 +8,11 @@ server serves
   /frame.png     the newest frame (404 until one arrived)
   /latency.png   latency over the last frames (matplotlib, Agg)
   /stats.json    frames received, last seq, latency percentiles (ms), malformed messages, the
-                 last error, the receiver's failure, the service's telemetry (when fed one)
+                 last error, the receiver's failure, the service's telemetry (when fed one), the
+                 server's state from its heartbeat (`server_state`, `heartbeat`) and the frames
+                 passed over for newer ones
+The receiver keeps only the newest frame (FrameSubscriber.recv_newest, docs/protocol.md), so
+after any stall the page shows the present; the page says when the server is not streaming.
 It binds to 127.0.0.1 unless told otherwise; port 0 picks a free port (see `.url`).
 
 Errors: a malformed message is counted, shown as `last_error`, and the receiver carries on. A
@@ -125,7 +129,7 @@ class Dashboard:
         with self._guard:
             while not self._stop.is_set():
                 try:
-                    f = self._sub.recv(timeout=0.1)
+                    f = self._sub.recv_newest(timeout=0.1)
                 except MalformedFrameError as e:  # one bad message: count it, show it, carry on
                     self._skip_malformed(e)
                     continue
@@ -149,6 +153,11 @@ class Dashboard:
         failure = self.failure
         out["receiver_failed"] = None if failure is None else str(failure)
         out["status"] = self.status()
+        if self._sub is not None:
+            hb = self._sub.heartbeat
+            out["server_state"] = self._sub.state()
+            out["heartbeat"] = None if hb is None else vars(hb).copy()
+            out["passed_over"] = self._sub.discarded
         if lat.size:
             out["latency_ms"] = {"n": int(lat.size), "median": float(np.median(lat)),
                                  "p95": float(np.percentile(lat, 95)), "max": float(lat.max())}
@@ -162,9 +171,14 @@ class Dashboard:
         if failure is not None:
             return f"receiver stopped: {failure}"
         with self._lock:
-            if self.last_error is None:
-                return ""
-            return f"skipped {self.malformed} malformed message(s), the last: {self.last_error}"
+            if self.last_error is not None:
+                return f"skipped {self.malformed} malformed message(s), the last: {self.last_error}"
+        state = "unknown" if self._sub is None else self._sub.state()
+        if state in ("stream_lost", "idle", "stopping", "dead"):
+            return {"stream_lost": "server: the LSL stream is lost (reconnecting); the frame shown is old",
+                    "idle": "server: idle (no new samples or onsets); the frame shown is the last one",
+                    "stopping": "server: stopping", "dead": "server: no heartbeat (not running?)"}[state]
+        return ""
 
     def page(self) -> bytes:
         return PAGE.format(status=html.escape(self.status())).encode()
