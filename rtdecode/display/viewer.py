@@ -275,7 +275,7 @@ def view(address: str, sink: Any, composer: PanelComposer, *, duration: float | 
     from ..protocol import FrameSubscriber
 
     own = subscriber is None
-    sub = subscriber or FrameSubscriber(address)
+    sub = subscriber or FrameSubscriber(address, rcvhwm=4)  # the recipe: a few frames queued at most
     stats = ViewStats()
     start = time.monotonic()
     last_shown = -1e9

@@ -89,7 +89,7 @@ class Dashboard:
         if address is not None:
             from ..protocol import FrameSubscriber
 
-            self._sub = FrameSubscriber(address)
+            self._sub = FrameSubscriber(address, rcvhwm=4)  # the recipe: a few frames queued at most
         self._server = ThreadingHTTPServer((host, int(port)), self._handler())
         self._server.daemon_threads = True
         self.url = f"http://{host}:{self._server.server_address[1]}"
