@@ -114,10 +114,13 @@ def table(rows: list[dict]) -> str:
     head = ("| buffers | stride ms | frame | RCVHWM | client | stale frames delivered | oldest s | passed over "
             "| first drain ms | first <100 ms frame after (ms) | its age ms |\n|" + "---|" * 11)
     lines = [head]
+
+    def cell(r: dict, k: str, fmt: str = "{:.1f}") -> str:
+        v = r.get(k)
+        return "-" if v is None else fmt.format(v)
     for r in rows:
-        def f(k, fmt="{:.1f}"):
-            v = r.get(k)
-            return "-" if v is None else fmt.format(v)
+        def f(k, fmt="{:.1f}", r=r):
+            return cell(r, k, fmt)
         lines.append(f"| {r['buffers']} | {r['stride_ms']:g} | {r['frame']} | {r['rcvhwm']} | {r['client']} "
                      f"| {f('stale_frames_delivered', '{}')} | {f('oldest_age_s')} | {f('passed_over', '{}')} "
                      f"| {f('first_drain_ms', '{:.2f}')} | {f('first_fresh_ms')} | {f('first_fresh_age_ms')} |")
