@@ -12,7 +12,9 @@ nothing for `stall_s`; then, one after the other:
   many it passed over, how long the first drain took, and when the first young frame came.
 
 "before" = kernel socket buffers left to the OS (sndbuf = rcvbuf = 0, rtdecode before the fix),
-"after" = protocol.SOCKET_BUFFER_BYTES on both ends. Writes stall.json, stall.md and stall.png.
+"after" = protocol.SOCKET_BUFFER_BYTES on both ends. Also (`--steady-s`, 0 = off) what the small
+buffers cost a subscriber that keeps up: one PUB -> SUB hop at a 1-ms stride, latency per frame.
+Writes stall.json, stall.md and stall.png.
 
   python -m rtdecode.benchmarks.stall [--stall-s 30] [--out benchmarks/results/stall-cpu-2core]
 """
@@ -34,17 +36,18 @@ log = logging.getLogger("stall")
 FRESH_S = 0.1  # "younger than 100 ms"
 
 
-def _publish(link: ChildLink, address: str, stride_ms: float, size: int, sndbuf: int) -> None:
+def _publish(link: ChildLink, address: str, stride_ms: float, size: int, sndbuf: int, dtype: str = "uint8") -> None:
     from rtdecode.protocol import FrameHeader
     from rtdecode.sinks.publisher import FramePublisher
 
-    frame = np.zeros((size, size, 3), np.uint8)
+    frame = np.zeros((size, size, 3), np.dtype(dtype))
     with FramePublisher(address, sndbuf=sndbuf) as pub:
         link.mark_ready()
         seq, due = 0, time.monotonic()
         while not link.stop.is_set():
             now = time.monotonic()
-            pub.publish(FrameHeader(seq=seq, model_id="stall", ref_time=now, newest_ts=now, shape=frame.shape), frame)
+            pub.publish(FrameHeader(seq=seq, model_id="stall", ref_time=now, newest_ts=now, shape=frame.shape,
+                                    dtype=dtype), frame)
             seq += 1
             due += stride_ms / 1000.0
             time.sleep(max(0.0, due - time.monotonic()))
@@ -110,6 +113,40 @@ def run_one(stride_ms: float, size: int, fixed: bool, stall_s: float) -> list[di
     return rows
 
 
+def steady(size: int, dtype: str, fixed: bool, seconds: float, stride_ms: float = 1.0) -> dict:
+    """A subscriber that keeps up (RCVHWM 4, recv every frame): latency of one hop, frames lost."""
+    from rtdecode.protocol import SOCKET_BUFFER_BYTES, FrameSubscriber
+    from rtdecode.telemetry import latency_summary
+
+    buf = SOCKET_BUFFER_BYTES if fixed else 0
+    address = free_tcp_address()
+    with ChildProcess(_publish, {"address": address, "stride_ms": stride_ms, "size": size, "sndbuf": buf,
+                                 "dtype": dtype}, role="steady-publisher", stop_timeout=10.0):
+        with FrameSubscriber(address, rcvhwm=4, rcvbuf=buf, heartbeats=False) as sub:
+            if sub.recv(timeout=30) is None:
+                raise RuntimeError("no first frame from the publisher child within 30 s")
+            lat, seqs = [], []
+            t_end = time.monotonic() + seconds
+            while time.monotonic() < t_end:
+                f = sub.recv(timeout=1.0)
+                if f is not None:
+                    lat.append(f.latency_s * 1e3)
+                    seqs.append(f.header.seq)
+    s = latency_summary(np.asarray(lat))
+    return {"buffers": "after (64 KiB)" if fixed else "before (OS)", "frame": f"{size}x{size} {dtype}",
+            "stride_ms": stride_ms, "frames": len(lat), "lost": int(seqs[-1] - seqs[0] + 1 - len(seqs)) if seqs else 0,
+            "latency_ms": s}
+
+
+def steady_table(rows: list[dict]) -> str:
+    lines = ["| buffers | frame | stride ms | frames | lost | p50 ms | p99 ms | max ms |", "|" + "---|" * 8]
+    for r in rows:
+        s = r["latency_ms"]
+        lines.append(f"| {r['buffers']} | {r['frame']} | {r['stride_ms']:g} | {r['frames']} | {r['lost']} "
+                     f"| {s['p50_ms']:.3f} | {s['p99_ms']:.3f} | {s['max_ms']:.2f} |")
+    return "\n".join(lines)
+
+
 def table(rows: list[dict]) -> str:
     head = ("| buffers | stride ms | frame | RCVHWM | client | stale frames delivered | oldest s | passed over "
             "| first drain ms | first <100 ms frame after (ms) | its age ms |\n|" + "---|" * 11)
@@ -159,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stall-s", type=float, default=30.0)
     ap.add_argument("--strides", type=float, nargs="+", default=[1.0, 16.0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
+    ap.add_argument("--steady-s", type=float, default=5.0, help="seconds per steady-state run (0: none)")
     ap.add_argument("--out", default="benchmarks/results/stall-cpu-2core")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -170,11 +208,21 @@ def main(argv: list[str] | None = None) -> int:
         log.info("[%d/%d] stride %g ms, %dx%d frames, %s buffers, %g s stall", i + 1, len(runs), stride, size, size,
                  "small" if fixed else "OS", args.stall_s)
         rows.extend(run_one(stride, size, fixed, args.stall_s))
-    info = {"machine": {"platform": platform.platform(), "python": platform.python_version()}, "rows": rows}
+    steady_rows = []
+    if args.steady_s > 0:
+        for size, dtype in ((64, "uint8"), (128, "uint8"), (128, "float32")):
+            for fixed in (False, True):
+                steady_rows.append(steady(size, dtype, fixed, args.steady_s))
+                log.info("steady: %s", steady_rows[-1])
+    info = {"machine": {"platform": platform.platform(), "python": platform.python_version()}, "rows": rows,
+            "steady": steady_rows}
     (out / "stall.json").write_text(json.dumps(info, indent=1))
-    (out / "stall.md").write_text(table(rows) + "\n")
+    text = (f"Subscriber stalled {args.stall_s:g} s, then reading again:\n\n" + table(rows) + "\n"
+            + ("\nA subscriber that keeps up (one PUB -> SUB hop, RCVHWM 4):\n\n" + steady_table(steady_rows) + "\n"
+               if steady_rows else ""))
+    (out / "stall.md").write_text(text)
     plot(rows, out / "stall.png")
-    print(table(rows))
+    print(text)
     return 0
 
 
