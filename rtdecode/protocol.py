@@ -4,7 +4,7 @@ Every frame is a multipart message [topic, header, payload]:
   topic    b"frame" (subscribers filter on it)
   header   UTF-8 JSON object (no pickle, ever), schema version PROTOCOL_VERSION:
              v            int    schema version
-             seq          int    sequence number, +1 per published frame (gaps = frames dropped by PUB)
+             seq          int    0 at every service start, +1 per published frame (gaps = frames dropped)
              model_id     str
              ref_time     float  LSL timestamp of the window's reference sample (t = 0 of the windows)
              newest_ts    float  LSL timestamp of the newest sample the frame used
