@@ -48,7 +48,7 @@ DEFAULT_ADDRESS = "tcp://127.0.0.1:5556"
 # SO_SNDBUF of the PUB socket / SO_RCVBUF of FrameSubscriber (Linux doubles it): what the kernel may
 # hold for a subscriber that stopped reading, beside the high-water marks (which count messages).
 # Left to the OS, loopback TCP grows these to megabytes: ~240 stale 64x64 frames after a stall.
-SOCKET_BUFFER_BYTES = 64 * 1024
+SOCKET_BUFFER_BYTES = 64 * 1024  # the default of ServeConfig.sndbuf too
 STATES = ("streaming", "stream_lost", "idle", "stopping")  # a heartbeat's `state`
 
 

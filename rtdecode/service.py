@@ -159,7 +159,7 @@ class DecoderService:
         capacity = max(int(round(cfg.buffer_s * fs)), 4 * self.span, 4 * self.stride, 64)
         if cfg.binds_beyond_loopback:
             log.warning("publishing frames on %s: reachable from other machines", cfg.address)
-        self.publisher = FramePublisher(cfg.address, sndhwm=cfg.sndhwm)
+        self.publisher = FramePublisher(cfg.address, sndhwm=cfg.sndhwm, sndbuf=cfg.sndbuf)
         self.endpoint = self.publisher.endpoint
         self.heartbeat = HeartbeatSender(self.publisher, session=self.session, interval_s=cfg.heartbeat_interval_s,
                                          model_id=c.model_id, stream=cfg.stream)

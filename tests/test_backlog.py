@@ -177,6 +177,7 @@ def test_heartbeats_tell_streaming_lost_idle_and_stopping_apart(tmp_path, rng):
     states: list[Heartbeat] = []
     with Pusher(tmp_path, rng.normal(size=(9000, 16)), chunk=4, lose_at=800, lose_for_s=1.5) as p:
         svc = ServiceThread(ServeConfig(stream=p.name, model=str(path), **cfg_kw)).start()
+        assert svc.service.publisher.sock.getsockopt(zmq.SNDBUF) == 64 * 1024  # ServeConfig.sndbuf's default
         ctx = zmq.Context.instance()
         hb_sock = ctx.socket(zmq.SUB)  # heartbeats only
         hb_sock.setsockopt(zmq.LINGER, 0)
