@@ -36,7 +36,8 @@ def analyse_frames(log: FrameLog | None, stride_ms: float, skip_first_s: float =
     iv["nominal_ms"] = stride_ms
     out = {"frames_received": len(log), "frames_analysed": len(kept),
            "latency_ms": latency_summary(lat), "frame_interval_ms": iv,
-           "frames_lost_in_transport": int(max(0, (seq.max() - seq.min() + 1) - seq.size)) if seq.size else 0}
+           "frames_lost_in_transport": int(max(0, (seq.max() - seq.min() + 1) - seq.size)) if seq.size else 0,
+           "frames_passed_over": int(log.discarded)}  # of those lost: skipped by the keep-newest subscriber
     return out, lat
 
 

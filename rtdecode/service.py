@@ -16,6 +16,10 @@ service cleanly with the failure in the summary; a sink that raises (a recorder 
 thread failed raises that error from write) is dropped and frames keep flowing. Under
 RTDECODE_RAISE_IN_THREADS (rtdecode.threads) both re-raise instead.
 
+Heartbeat. Every `heartbeat_interval_s`, and at once when it changes, the service publishes its
+state (streaming / stream_lost / idle / stopping) on the PUB socket under its own topic, with
+this run's session id, which every frame header carries too (sinks.heartbeat, docs/protocol.md).
+
 Hot path: no per-frame allocation of arrays. Windows are read as views of the ring,
 assembled straight into the engine's bound input, normalised in place, and encoded into a
 preallocated payload; only the small JSON header is built per frame, from a template
@@ -39,6 +43,7 @@ from .config import ServeConfig
 from .errors import ConfigError, RtdecodeError
 from .ringbuffer import FLAG_NAMES, FLAG_NAN
 from .sinks import SINK_METHODS, Sink
+from .sinks.heartbeat import HeartbeatSender, new_session_id
 from .telemetry import Telemetry, summary_text
 from .threads import raise_in_threads
 
@@ -107,6 +112,8 @@ class DecoderService:
         self.started = threading.Event()  # set when the loop is about to run (for tests, demos)
         self._stop_reason = "stopped"
         self.preassembled = 0  # frames whose window was partly assembled while its samples arrived
+        self.session = new_session_id()  # in every frame header and heartbeat: seq restarts with it
+        self.heartbeat: Any = None  # sinks.heartbeat.HeartbeatSender, once the publisher is bound
 
     def stop(self, reason: str = "stop requested") -> None:
         """Ask the loop to finish (thread- and signal-safe)."""
@@ -145,15 +152,17 @@ class DecoderService:
         self.assembler = c.assembler()
         self.normaliser = c.normaliser()
         self.encoder = FrameEncoder(c.image_height, c.image_width, cfg.frame_dtype)
-        self.header_encoder = HeaderEncoder(c.model_id, self.encoder.shape, self.encoder.dtype)
+        self.header_encoder = HeaderEncoder(c.model_id, self.encoder.shape, self.encoder.dtype, session=self.session)
         fs = c.plan.sampling_rate_hz
         self.span = c.plan.span
         self.stride = max(1, int(round(cfg.stride_ms * fs / 1000.0)))
         capacity = max(int(round(cfg.buffer_s * fs)), 4 * self.span, 4 * self.stride, 64)
         if cfg.binds_beyond_loopback:
             log.warning("publishing frames on %s: reachable from other machines", cfg.address)
-        self.publisher = FramePublisher(cfg.address, sndhwm=cfg.sndhwm)
+        self.publisher = FramePublisher(cfg.address, sndhwm=cfg.sndhwm, sndbuf=cfg.sndbuf)
         self.endpoint = self.publisher.endpoint
+        self.heartbeat = HeartbeatSender(self.publisher, session=self.session, interval_s=cfg.heartbeat_interval_s,
+                                         model_id=c.model_id, stream=cfg.stream)
         if cfg.record:
             from .sinks.recorder import FrameRecorder
 
@@ -172,6 +181,8 @@ class DecoderService:
                       f"to {self.endpoint}")
 
     def _teardown(self) -> None:
+        if self.heartbeat is not None:  # first: closing the source and sinks may take a while
+            self.heartbeat.stop(self._stop_reason, newest_ts=self.telemetry.newest_ts)
         if self.source is not None:
             self.source.stop()
         for sink in self.sinks:
@@ -186,7 +197,7 @@ class DecoderService:
                 log.debug("closing dropped sink %r: %s", sink, e)
         if self.publisher is not None:
             self.telemetry.publish_dropped = self.publisher.dropped
-            self.publisher.close()
+            self.publisher.close(linger_s=0.2 if self.heartbeat is not None and self.heartbeat.sent else 0.0)
         if self.engine is not None:
             self.engine.close()
 
@@ -232,7 +243,12 @@ class DecoderService:
             return True
         return False
 
+    def _beat(self, now: float) -> None:
+        """The heartbeat's tick (called with every status check, i.e. at least every 50 ms)."""
+        self.heartbeat.tick(now, self.telemetry.frames, lost=self.source.lost, newest_ts=self.telemetry.newest_ts)
+
     def _status(self, now: float) -> None:
+        self._beat(now)
         iv = self.config.status_interval_s
         if iv > 0 and now >= self._next_status:
             self._next_status = now + iv

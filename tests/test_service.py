@@ -40,6 +40,8 @@ def test_config_unknown_key_is_named(tmp_path):
     ("max_frames", 2.5, "max_frames must be an integer"),
     ("reconnect", "yes", "reconnect must be true or false"),
     ("lsl_scope", "planet", "lsl_scope must be one of machine, network"),
+    ("heartbeat_interval_s", -1, "heartbeat_interval_s must be >= 0"),
+    ("sndbuf", -1, "sndbuf must be >= 0"),
 ])
 def test_config_bad_values_have_clear_messages(key, value, match):
     with pytest.raises(ConfigError, match=match):

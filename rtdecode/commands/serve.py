@@ -32,6 +32,8 @@ _FLAGS = (
     ("--markers", "marker_stream", str, "LSL marker stream (name or type) for --mode event"),
     ("--address", "address", str, "ZeroMQ PUB address (binding beyond 127.0.0.1 must be asked for here)"),
     ("--sndhwm", "sndhwm", int, "PUB high-water mark: frames queued per slow subscriber before dropping"),
+    ("--sndbuf", "sndbuf", int, "PUB kernel send buffer in bytes (0: the OS default, which lets a stalled "
+                                "subscriber find seconds of old frames; raise it for fast streams over slow links)"),
     ("--frame-dtype", "frame_dtype", str, "payload: uint8 (0..255) or float32 (0..1)"),
     ("--buffer-s", "buffer_s", float, "ring buffer length in seconds"),
     ("--on-bad-samples", "on_bad_samples", str, "windows with NaN/Inf or spanning a gap: skip or flag"),
@@ -41,6 +43,8 @@ _FLAGS = (
     ("--lsl-scope", "lsl_scope", str, "LSL discovery: machine (this computer) or network"),
     ("--record", "record", str, "also record frames and telemetry into this directory"),
     ("--status-interval", "status_interval_s", float, "seconds between status lines (0: off)"),
+    ("--heartbeat-interval", "heartbeat_interval_s", float,
+     "seconds between heartbeats (state, session id) on the PUB socket, topic 'heartbeat' (0: off)"),
     ("--prometheus-port", "prometheus_port", int, "serve Prometheus metrics at http://127.0.0.1:PORT/metrics"),
     ("--duration", "duration_s", float, "stop after this many seconds"),
     ("--max-frames", "max_frames", int, "stop after this many frames"),

@@ -231,6 +231,11 @@ class LslSource(GuardedWorker):
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def lost(self) -> bool:
+        """True while the outlet is gone and the thread is re-resolving it (the heartbeat's stream_lost)."""
+        return self._inlet is None and self.alive
+
     def _run(self) -> None:
         pylsl = lsl()
         try:
