@@ -1,4 +1,5 @@
-"""`rtdecode bench`: latency benchmarks (inference, end to end over LSL + ZeroMQ, first-try baseline).
+"""`rtdecode bench`: latency benchmarks (inference; end to end over LSL + ZeroMQ beside ezmsg, MNE-LSL and a
+first-try pipeline, at strides 1, 5 and 16 ms, with the transport floor).
 
 Writes bench.json (with the machine's facts), bench.md (tables) and PNG latency
 histograms/CDFs into --out. The code lives in benchmarks/ (imported only when this runs).
@@ -8,16 +9,17 @@ from __future__ import annotations
 
 import argparse
 
-DEFAULT_PARTS = "inference,e2e,first-try,mne-lsl"
+DEFAULT_PARTS = "inference,e2e,ezmsg,mne-lsl,first-try,floor"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="latency benchmarks: inference, end to end, first-try baseline",
+    p = sub.add_parser("bench", help="latency benchmarks: inference, end to end beside ezmsg / MNE-LSL / first-try",
                        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--part", default=DEFAULT_PARTS,
-                   help="comma-separated parts: inference, e2e, first-try, mne-lsl (skipped with a reason "
-                        "when mne-lsl is not installed)")
-    p.add_argument("--quick", action="store_true", help="small counts (CI: under 2 minutes)")
+                   help="comma-separated parts: inference, e2e (rtdecode), ezmsg, mne-lsl (the peers: skipped "
+                        "with a reason where not installed, see the 'peers' extra), first-try, floor (LSL alone "
+                        "and ZeroMQ alone)")
+    p.add_argument("--quick", action="store_true", help="3 s per run instead of 20 s (about 3 minutes on 2 cores)")
     p.add_argument("--out", default="bench-results", help="output folder for bench.json, bench.md and PNGs")
     p.add_argument("--threads", type=int, default=None,
                    help="engine intra-op threads for the e2e service (default: the engine's own choice)")
@@ -33,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     parts = tuple(p.strip() for p in args.part.split(",") if p.strip())
     if not parts:
-        raise ConfigError("--part is empty; expected some of inference, e2e, first-try, mne-lsl")
+        raise ConfigError("--part is empty; expected some of inference, e2e, ezmsg, mne-lsl, first-try, floor")
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     configure_lsl()  # machine scope unless LSLAPICFG says otherwise; children inherit the env
