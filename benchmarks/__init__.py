@@ -16,7 +16,7 @@ E2E_PARTS = ("e2e", "ezmsg", "mne-lsl", "first-try", "floor")  # run together, i
 
 
 def run_suite(parts=PARTS, *, quick: bool = False, out_dir="bench-results", note: str | None = None,
-              threads: int | None = None, progress=print) -> dict:
+              threads: int | None = None, progress=print, variants: tuple[dict, ...] = ()) -> dict:
     """Run the chosen parts, write bench.json / bench.md / PNGs into out_dir; returns the results."""
     import tempfile
     from pathlib import Path
@@ -35,6 +35,8 @@ def run_suite(parts=PARTS, *, quick: bool = False, out_dir="bench-results", note
                      "parts": {}}
     if note:
         results["note"] = note
+    if variants:
+        results["variants"] = [dict(v) for v in variants]
     series: dict = {}
     with tempfile.TemporaryDirectory(prefix="rtdecode-bench-") as work:
         if "inference" in parts:
@@ -49,7 +51,7 @@ def run_suite(parts=PARTS, *, quick: bool = False, out_dir="bench-results", note
             from .e2e_part import run_e2e_part
 
             got, s = run_e2e_part(Path(work) / "e2e", quick=quick, parts=tuple(parts), progress=progress,
-                                  threads=threads)
+                                  threads=threads, variants=tuple(variants))
             results["parts"].update(got)
             series.update(s)
     from rtdecode.machine import load_average

@@ -28,14 +28,27 @@ PIPELINES = ("e2e", "ezmsg", "mne-lsl", "first-try")  # part names, in run order
 LABEL = {"e2e": "rtdecode", "ezmsg": "ezmsg", "mne-lsl": "MNE-LSL", "first-try": "first-try"}
 
 
+def variant_label(options: dict) -> str:
+    return "rtdecode " + ",".join(f"{k}={v}" for k, v in options.items())
+
+
 def run_e2e_part(work_dir: str | Path, *, quick: bool, parts: tuple[str, ...], progress=print,
-                 threads: int | None = None) -> tuple[dict, dict]:
+                 threads: int | None = None, variants: tuple[dict, ...] = ()) -> tuple[dict, dict]:
     """The chosen pipelines (and the floor when "floor" is among parts) interleaved per stride;
-    returns (parts dict, series: {"end_to_end_latency": ..., "overhead_cdf": {stride: {label: ms}}})."""
+    returns (parts dict, series: {"end_to_end_latency": ..., "overhead_cdf": {stride: {label: ms}}}).
+
+    `variants`: serve options (e.g. {"inlet": "loop"}) each run as one more rtdecode pipeline
+    right after the default one, for A/B comparisons of the serve loop under the same load."""
     strides = (1.0, 5.0, 16.0)
     duration = 3.0 if quick else 20.0
     model_path, model_desc, module = e2e_model(work_dir)
     chosen = [p for p in PIPELINES if p in parts]
+    labels = dict(LABEL)
+    if "e2e" in chosen:
+        for i, v in enumerate(variants):
+            labels[variant_label(v)] = variant_label(v)
+            chosen.insert(chosen.index("e2e") + 1 + i, variant_label(v))
+    options = {variant_label(v): v for v in variants}
     out: dict = {}
     lat_series: dict = {}
     over_series: dict = {}
@@ -49,9 +62,10 @@ def run_e2e_part(work_dir: str | Path, *, quick: bool, parts: tuple[str, ...], p
     for stride in strides:
         over_series[stride] = {}
         for p in chosen:
-            if p == "e2e":
+            if p == "e2e" or p in options:
                 row, lat, frames = run_rtdecode(model_path, stride_ms=stride, duration_s=duration, threads=threads,
-                                                progress=progress, keep_log=True)
+                                                progress=progress, keep_log=True, **options.get(p, {}))
+                row["serve_options"] = options.get(p, {})
                 if row["latency_ms"].get("count") and base.get("count"):
                     row["e2e_minus_infer_ms"] = {k: row["latency_ms"][k] - base[k] for k in ("p50_ms", "p99_ms")}
             elif p == "first-try":
@@ -68,9 +82,9 @@ def run_e2e_part(work_dir: str | Path, *, quick: bool, parts: tuple[str, ...], p
             row["infer_ms"] = infer_ms(frames)
             runs[p].append(row)
             if len(lat):
-                lat_series[f"{LABEL[p]} stride {stride:g} ms"] = lat
+                lat_series[f"{labels[p]} stride {stride:g} ms"] = lat
             if len(over):
-                over_series[stride][LABEL[p]] = over
+                over_series[stride][labels[p]] = over
         if "floor" in parts:
             lsl_ms = lsl_floor(duration)
             zmq_ms = zmq_floor(duration, stride, height=c.image_height, width=c.image_width)
@@ -112,7 +126,10 @@ def run_e2e_part(work_dir: str | Path, *, quick: bool, parts: tuple[str, ...], p
                                   "inlet (pull_chunk, min_samples=1); ZeroMQ alone: frames of the model's size "
                                   "every stride, PUB here -> the rig's Subscriber child; the floor is LSL + ZeroMQ "
                                   "(independent draws)"]}
-    out["side_by_side"] = {"rows": side_by_side(runs, floors)}
+    if variants:
+        out["variants"] = {"runs": [r for v in options for r in runs[v]],
+                           "notes": ["A/B: each variant ran right after the default rtdecode run at each stride"]}
+    out["side_by_side"] = {"rows": side_by_side(runs, floors, labels)}
     if "e2e" in out and "first_try" in out:
         rows = []
         for a, b in zip(out["e2e"]["runs"], out["first_try"]["runs"], strict=True):
@@ -124,7 +141,7 @@ def run_e2e_part(work_dir: str | Path, *, quick: bool, parts: tuple[str, ...], p
     return out, {"end_to_end_latency": lat_series, "overhead_cdf": over_series}
 
 
-def side_by_side(runs: dict[str, list], floors: list[dict]) -> list[dict]:
+def side_by_side(runs: dict[str, list], floors: list[dict], labels: dict[str, str] = LABEL) -> list[dict]:
     """One row per (stride, pipeline): e2e and overhead p50/p99, and overhead above the floor."""
     floor_at = {f["stride_ms"]: f["floor_ms"] for f in floors}
     rows = []
@@ -137,7 +154,7 @@ def side_by_side(runs: dict[str, list], floors: list[dict]) -> list[dict]:
                 lat, ov = r.get("latency_ms", {}), r.get("overhead_ms", {})
                 fl = floor_at.get(stride, {})
                 infer = r.get("infer_ms") or {}
-                row = {"stride_ms": stride, "pipeline": LABEL[p], "frames": r.get("frames_received"),
+                row = {"stride_ms": stride, "pipeline": labels[p], "frames": r.get("frames_received"),
                        "skipped": r.get("skipped"),
                        "e2e_p50_ms": lat.get("p50_ms"), "e2e_p99_ms": lat.get("p99_ms"),
                        "infer_p50_ms": infer.get("p50_ms"),

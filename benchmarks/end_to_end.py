@@ -69,7 +69,7 @@ def run_rtdecode(model_path: str | Path, *, stride_ms: float, duration_s: float,
     if pusher.state().get("done"):
         row["pusher_late_ms"] = latency_summary(pusher.late_ms())
         row["samples_pushed"] = pusher.state()["pushed"]
-    progress(f"e2e rtdecode stride {stride_ms} ms: {row['frames_received']} frames, "
+    progress(f"e2e rtdecode{''.join(f' {k}={v}' for k, v in serve_options.items())} stride {stride_ms} ms: {row['frames_received']} frames, "
              f"p50 {row['latency_ms'].get('p50_ms', float('nan')):.2f} ms "
              f"p99 {row['latency_ms'].get('p99_ms', float('nan')):.2f} ms")
     return (row, lat, frames) if keep_log else (row, lat)

@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="bench-results", help="output folder for bench.json, bench.md and PNGs")
     p.add_argument("--threads", type=int, default=None,
                    help="engine intra-op threads for the e2e service (default: the engine's own choice)")
+    p.add_argument("--variant", action="append", default=None, metavar="KEY=VALUE[,KEY=VALUE]",
+                   help="also run rtdecode with these serve settings right after each default run, for an A/B "
+                        "under the same load (e.g. --variant inlet=loop --variant pin_cpu=1); repeatable")
     p.add_argument("--note", default=None, help="free text stored in the report (e.g. 'machine busy')")
     p.set_defaults(func=run)
 
@@ -38,11 +41,29 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--part is empty; expected some of inference, e2e, ezmsg, mne-lsl, first-try, floor")
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    variants = tuple(parse_variant(v) for v in (args.variant or ()))
     configure_lsl()  # machine scope unless LSLAPICFG says otherwise; children inherit the env
     results = run_suite(parts, quick=args.quick, out_dir=args.out, note=args.note, threads=args.threads,
-                        progress=lambda msg: print(msg, flush=True))
+                        progress=lambda msg: print(msg, flush=True), variants=variants)
     print(f"wrote {results['files']['json']}, {results['files']['markdown']} and "
           f"{len(results['files']['plots'])} plot(s)")
     for t in results.get("targets", []):
         print("target:", t)
     return 0
+
+
+def parse_variant(text: str) -> dict:
+    """'inlet=loop,pin_cpu=1' -> {'inlet': 'loop', 'pin_cpu': 1}, checked against ServeConfig."""
+    from ..config import ServeConfig
+    from ..errors import ConfigError
+
+    out: dict = {}
+    for item in (t.strip() for t in text.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or not key or not value:
+            raise ConfigError(f"--variant {text!r}: expected KEY=VALUE[,KEY=VALUE], e.g. inlet=loop")
+        if key not in ServeConfig.field_names():
+            raise ConfigError(f"--variant {text!r}: {key!r} is not a serve setting (see rtdecode serve --help)")
+        out[key] = int(value) if value.lstrip("-").isdigit() else value
+    ServeConfig(**out)  # the values are valid serve settings
+    return out
