@@ -15,6 +15,8 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from rtdecode.rig import ChildLink, ChildProcess
 
 POLL_S = 0.00025
@@ -55,7 +57,9 @@ def _run(link: ChildLink, model: str, stream: str, address: str, stride_ms: floa
                 data, ts = st.get_data(winsize=winsize)  # [C, span], the newest window; resets n_new_samples
                 total += n
                 data, ts = data[:, -dec.span:], ts[-dec.span:]  # winsize * sfreq is ceiled: keep span
-                header, payload = dec.decode(data.T, float(ts[0]), float(ts[-1]), pulled)
+                # [C, T] -> [T, C] in sample order (a transposed view sums in another order: frames
+                # would differ from rtdecode's in the last bit)
+                header, payload = dec.decode(np.ascontiguousarray(data.T), float(ts[0]), float(ts[-1]), pulled)
                 pub.send_multipart((TOPIC, header, payload), flags=zmq.NOBLOCK)
                 frames += 1
                 continue
