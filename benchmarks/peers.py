@@ -36,12 +36,23 @@ def run_peer(kind: str, model_path: str | Path, *, stride_ms: float, duration_s:
              n_channels: int = 1024, keep_images: bool = False, progress=print) -> tuple[dict, np.ndarray, dict]:
     """One run; returns (row, latency series ms, extra: {"frames": FrameLog, "base": pusher base time}).
 
-    A peer that is not installed gives a row with "skipped" and no frames.
+    A peer that is not installed, or fails (its error), gives a row with "skipped" and no frames.
     """
     why = peer_available(kind)
     if why:
         return {"pipeline": kind, "stride_ms": stride_ms, "skipped": why, "frames_received": 0,
                 "latency_ms": {"count": 0}}, np.empty(0), {}
+    try:
+        return _run(kind, model_path, stride_ms=stride_ms, duration_s=duration_s, threads=threads,
+                    n_channels=n_channels, keep_images=keep_images, progress=progress)
+    except (TimeoutError, RuntimeError) as e:  # a peer that fails is reported, the bench goes on
+        progress(f"e2e {kind} stride {stride_ms:g} ms failed: {e}")
+        return {"pipeline": kind, "stride_ms": stride_ms, "skipped": f"failed: {e}", "frames_received": 0,
+                "latency_ms": {"count": 0}}, np.empty(0), {}
+
+
+def _run(kind: str, model_path, *, stride_ms: float, duration_s: float, threads: int | None, n_channels: int,
+         keep_images: bool, progress) -> tuple[dict, np.ndarray, dict]:
     cls = pipeline_class(kind)
     address = free_tcp_address()
     with Pusher.noise(n_channels=n_channels, duration_s=duration_s + 4.0) as pusher, \

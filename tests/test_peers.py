@@ -28,6 +28,7 @@ def test_peer_pipeline_frames_equal_rtdecodes_frame_for_the_same_window(tmp_path
     model, contract = make_model(tmp_path / "m.onnx", C, seed=5)
     row, lat, extra = run_peer(kind, model, stride_ms=16, duration_s=1.5, n_channels=C, keep_images=True,
                                progress=lambda _msg: None)
+    assert not row.get("skipped"), row["skipped"]  # installed, so it must run
     log, base = extra["frames"], extra["base"]
     assert log is not None and len(log) >= 30, f"{kind}: {row.get('frames_received')} frames"
     assert log.images is not None and log.images.shape[1:] == (8, 8, 3) and log.images.dtype == np.uint8
