@@ -56,3 +56,21 @@ def stage_breakdown(log: FrameLog) -> dict:
     e2e = log.col("received") - log.col("newest_ts")
     out["e2e_minus_infer"] = latency_summary((e2e - (log.col("inferred") - log.col("normalised"))) * 1e3)
     return {k: v for k, v in out.items() if v["count"]}
+
+
+def overhead_ms(log: FrameLog | None, skip_first_s: float = 0.5) -> np.ndarray:
+    """Per frame: latency minus that frame's own inference (ms), the series behind
+    stage_breakdown's e2e_minus_infer (frames without both stamps are left out)."""
+    if log is None or not len(log):
+        return np.empty(0)
+    kept = log.since(skip_first_s)
+    v = ((kept.col("received") - kept.col("newest_ts")) - (kept.col("inferred") - kept.col("normalised"))) * 1e3
+    return v[np.isfinite(v)]
+
+
+def infer_ms(log: FrameLog | None, skip_first_s: float = 0.5) -> dict:
+    """Summary of each frame's own inference time (header stamps normalised -> inferred)."""
+    if log is None or not len(log):
+        return {"count": 0}
+    kept = log.since(skip_first_s)
+    return latency_summary((kept.col("inferred") - kept.col("normalised")) * 1e3)

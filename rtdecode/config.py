@@ -21,6 +21,7 @@ MODES = ("sliding", "event")
 FRAME_DTYPES = ("uint8", "float32")
 BAD_SAMPLE_POLICIES = ("skip", "flag")
 LSL_SCOPES = ("machine", "network")
+INLET_MODES = ("thread", "loop")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
 
@@ -51,6 +52,10 @@ class ServeConfig:
     reconnect_backoff_s: float = 0.1  # first wait between re-resolve attempts (doubles)
     reconnect_backoff_max_s: float = 2.0  # longest wait between attempts
     lsl_scope: str = "machine"  # LSL discovery: this machine only, or the network
+    # where LSL is pulled: "thread" (an inlet thread wakes the serve loop) or "loop" (the serve
+    # loop pulls itself, blocking in liblsl while it waits: no thread hand-off; docs/serving.md)
+    inlet: str = "thread"
+    pin_cpu: int | None = None  # pin the serve loop (and ONNX Runtime's run with 1 thread) to this CPU (None: off)
     record: str | None = None  # directory for rtdecode.sinks.recorder.FrameRecorder (None: off)
     status_interval_s: float = 5.0  # one status line every this many seconds (0: off)
     heartbeat_interval_s: float = 1.0  # heartbeat (state, session) on the PUB socket this often (0: off)
@@ -95,6 +100,9 @@ class ServeConfig:
         _check_num(self, "reconnect_backoff_s", lo=0.0, lo_open=True)
         _check_num(self, "reconnect_backoff_max_s", lo=self.reconnect_backoff_s)
         _check_choice(self, "lsl_scope", LSL_SCOPES)
+        _check_choice(self, "inlet", INLET_MODES)
+        if self.pin_cpu is not None:
+            _check_int(self, "pin_cpu", lo=0)
         if self.record is not None:
             _check_str(self, "record", nonempty=True)
         _check_num(self, "status_interval_s", lo=0.0)

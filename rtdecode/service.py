@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -204,9 +205,11 @@ class DecoderService:
     # ---- loop ----------------------------------------------------------------------------
     def run(self) -> ServeSummary:
         error: str | None = None
+        affinity = None
         try:
             self._setup()
-            self.source.start()
+            self.source.start(thread=self.config.inlet == "thread")
+            affinity = self._pin()  # after the inlet thread started: it keeps the other CPUs
             self.telemetry.started = time.monotonic()
             self.started.set()
             if self.config.mode == "event":
@@ -221,6 +224,8 @@ class DecoderService:
                 self._stop_reason = "source failed"
         finally:
             self.started.set()
+            if affinity is not None:
+                os.sched_setaffinity(0, affinity)
             self._teardown()
         snap = self.telemetry.snapshot()
         return ServeSummary(frames=self.telemetry.frames, skipped=dict(self.telemetry.skipped),
@@ -228,6 +233,19 @@ class DecoderService:
                             engine=self.engine.describe() if self.engine else "",
                             model_id=self.contract.model_id if self.contract else "",
                             stream=dict(self.source.info) if self.source else {}, error=error)
+
+    def _pin(self) -> set[int] | None:
+        """Pin this thread (the serve loop) to config.pin_cpu; returns the affinity to restore."""
+        cpu = self.config.pin_cpu
+        if cpu is None:
+            return None
+        if not hasattr(os, "sched_setaffinity"):
+            raise ConfigError("pin_cpu needs os.sched_setaffinity (Linux)")
+        old = os.sched_getaffinity(0)
+        if cpu not in old:
+            raise ConfigError(f"pin_cpu {cpu} is not among the CPUs this process may use ({sorted(old)})")
+        os.sched_setaffinity(0, {cpu})  # pid 0: the calling thread only, on Linux
+        return old
 
     def _should_stop(self, t_end: float) -> bool:
         cfg = self.config
@@ -285,12 +303,16 @@ class DecoderService:
         """
         ring, wake, span, stride = self.source.ring, self.source.wake, self.span, self.stride
         asm, x = self.assembler, self.x
+        src = self.source
+        in_loop = self.config.inlet == "loop"  # this loop pulls LSL itself (no inlet thread)
         t_end = math.inf if self.config.duration_s is None else time.monotonic() + self.config.duration_s
         self._next_status = time.monotonic() + self.config.status_interval_s
         last_ref = -(1 << 62)
         target, done = -1, 0  # next window's reference sample; maps of it already in x
         while not self._should_stop(t_end):
             wake.clear()
+            if in_loop:
+                src.poll(0.0)  # what arrived meanwhile (e.g. during the last decode), before deciding
             count = ring.count
             ref = count - span
             if ref < 0 or ref < last_ref + stride:
@@ -301,7 +323,10 @@ class DecoderService:
                 if avail > 0 and done < len(asm.ready_order) and asm.ready_stops[done] <= avail:
                     block = ring.window(target, avail)
                     done = 0 if block is None else asm.assemble_ready(block, x[0], done, avail)
-                wake.wait(0.05)
+                if in_loop:
+                    src.poll(0.05)  # blocks in liblsl (GIL released) until a sample arrives
+                else:
+                    wake.wait(0.05)
                 self._status(time.monotonic())
                 continue
             if last_ref >= 0:
@@ -320,8 +345,11 @@ class DecoderService:
         t_end = math.inf if self.config.duration_s is None else time.monotonic() + self.config.duration_s
         self._next_status = time.monotonic() + self.config.status_interval_s
         pending: list[tuple[float, dict]] = []
+        in_loop = self.config.inlet == "loop"
         while not self._should_stop(t_end):
             wake.clear()
+            if in_loop:
+                src.poll(0.0)
             while src.markers:
                 t, d = src.markers.popleft()
                 if d.get("event") == "onset":
@@ -343,7 +371,10 @@ class DecoderService:
                 self._decode(idx, int(image) if isinstance(image, (int, float)) else None)
                 progressed = True
             if not progressed:
-                wake.wait(0.05)
+                if in_loop:
+                    src.poll(0.05)
+                else:
+                    wake.wait(0.05)
             self._status(time.monotonic())
 
     def _decode(self, ref: int, stimulus: int | None, assembled: int = 0) -> bool:
