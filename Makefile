@@ -14,9 +14,10 @@ $(VENV)/bin/activate:
 venv-runtime: $(VENV)/bin/activate
 	$(PIP) install -q -e .
 
-# torch is pinned to the CPU wheel so that the test set-up never downloads CUDA packages.
+# torch is pinned to the CPU wheel so that the test set-up never downloads CUDA packages. The peers
+# extra (ezmsg, MNE-LSL: the benchmark's peer pipelines) installs in ~10 s and pulls no torch.
 venv-dev: $(VENV)/bin/activate
-	$(PIP) install -q "torch==2.13.0" -e ".[train,dev,eval,p2p,nwb]"
+	$(PIP) install -q "torch==2.13.0" -e ".[train,dev,eval,p2p,nwb,peers]"
 
 # Debian's chromium for the dashboard's browser test (tests/test_dashboard_browser.py). Never fails:
 # without apt-get or root the test skips and says why.

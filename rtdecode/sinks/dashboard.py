@@ -8,7 +8,11 @@ server serves
   /frame.png     the newest frame (404 until one arrived)
   /latency.png   latency over the last frames (matplotlib, Agg)
   /stats.json    frames received, last seq, latency percentiles (ms), malformed messages, the
-                 last error, the receiver's failure, the service's telemetry (when fed one)
+                 last error, the receiver's failure, the service's telemetry (when fed one), the
+                 server's state from its heartbeat (`server_state`, `heartbeat`) and the frames
+                 passed over for newer ones
+The receiver keeps only the newest frame (FrameSubscriber.recv_newest, docs/protocol.md), so
+after any stall the page shows the present; the page says when the server is not streaming.
 It binds to 127.0.0.1 unless told otherwise; port 0 picks a free port (see `.url`).
 
 Errors: no frame yet, or none for `stale_s` seconds, is shown as the status (the publisher is not
@@ -89,7 +93,7 @@ class Dashboard:
         if address is not None:
             from ..protocol import FrameSubscriber
 
-            self._sub = FrameSubscriber(address)
+            self._sub = FrameSubscriber(address, rcvhwm=4)  # the recipe: a few frames queued at most
         self._server = ThreadingHTTPServer((host, int(port)), self._handler())
         self._server.daemon_threads = True
         self.url = f"http://{host}:{self._server.server_address[1]}"
@@ -130,7 +134,7 @@ class Dashboard:
         with self._guard:
             while not self._stop.is_set():
                 try:
-                    f = self._sub.recv(timeout=0.1)
+                    f = self._sub.recv_newest(timeout=0.1)
                 except MalformedFrameError as e:  # one bad message: count it, show it, carry on
                     self._skip_malformed(e)
                     continue
@@ -154,6 +158,11 @@ class Dashboard:
         failure = self.failure
         out["receiver_failed"] = None if failure is None else str(failure)
         out["status"] = self.status()
+        if self._sub is not None:
+            hb = self._sub.heartbeat
+            out["server_state"] = self._sub.state()
+            out["heartbeat"] = None if hb is None else vars(hb).copy()
+            out["passed_over"] = self._sub.discarded
         if lat.size:
             out["latency_ms"] = {"n": int(lat.size), "median": float(np.median(lat)),
                                  "p95": float(np.percentile(lat, 95)), "max": float(lat.max())}
@@ -176,6 +185,11 @@ class Dashboard:
                 parts.append(f"no frame for {age:.1f} s{src} (the last: seq {self._seq})")
             if self.last_error is not None:
                 parts.append(f"skipped {self.malformed} malformed message(s), the last: {self.last_error}")
+        state = "unknown" if self._sub is None else self._sub.state()
+        if state in ("stream_lost", "idle", "stopping", "dead"):
+            parts.append({"stream_lost": "server: the LSL stream is lost (reconnecting); the frame shown is old",
+                          "idle": "server: idle (no new samples or onsets); the frame shown is the last one",
+                          "stopping": "server: stopping", "dead": "server: no heartbeat (not running?)"}[state])
         return "; ".join(parts)
 
     def page(self) -> bytes:
