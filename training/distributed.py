@@ -205,5 +205,8 @@ def distributed(ddp: bool, device: str = "cpu", environ: Mapping[str, str] | Non
     ctx = init_from_env(device, environ)
     try:
         yield ctx
+        # all ranks leave together: a rank that destroys its gloo pairs while another still uses them
+        # makes that one abort ("terminate called without an active exception"), seen on a busy box
+        ctx.barrier()
     finally:
         teardown(ctx)
