@@ -12,6 +12,7 @@ exactly like the loop without this module, so one code path serves both.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import os
@@ -205,8 +206,10 @@ def distributed(ddp: bool, device: str = "cpu", environ: Mapping[str, str] | Non
     ctx = init_from_env(device, environ)
     try:
         yield ctx
-        # all ranks leave together: a rank that destroys its gloo pairs while another still uses them
-        # makes that one abort ("terminate called without an active exception"), seen on a busy box
+        # Free the DDP wrappers (reference cycles) while the group is alive, then leave together: a DDP
+        # reducer destroyed after the group, or a rank that tears its gloo pairs down while another still
+        # uses them, aborts that process ("terminate called without an active exception").
+        gc.collect()
         ctx.barrier()
     finally:
         teardown(ctx)
