@@ -33,7 +33,9 @@ def test_peer_pipeline_frames_equal_rtdecodes_frame_for_the_same_window(tmp_path
     assert log is not None and len(log) >= 30, f"{kind}: {row.get('frames_received')} frames"
     assert log.images is not None and log.images.shape[1:] == (8, 8, 3) and log.images.dtype == np.uint8
     seq = log.col("seq")
-    assert np.array_equal(seq, np.arange(seq[0], seq[0] + len(seq)))  # nothing lost on loopback
+    # in order, each frame once; gaps are frames the keep-newest subscriber (RCVHWM 4, docs/protocol.md)
+    # passed over or its high-water mark dropped when the box is busy, by design
+    assert np.all(np.diff(seq) >= 1)
     # the header carries that frame's own inference time, as rtdecode's does
     assert np.all(log.col("inferred") > log.col("normalised"))
     block = Pusher.noise_block(n_channels=C, fs=FS)
