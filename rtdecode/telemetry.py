@@ -144,6 +144,7 @@ class Telemetry:
         self.duplicates = 0
         self.nan_samples = 0
         self.reconnects = 0
+        self.lost = False  # the outlet is gone right now (set by the source)
         self.markers = 0
         self.newest_ts = math.nan  # LSL timestamp of the newest sample pulled
         self.events: deque[dict[str, Any]] = deque(maxlen=max_events)  # bad ranges, reconnects

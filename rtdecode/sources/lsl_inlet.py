@@ -12,10 +12,20 @@
   a stall of the process shorter than that loses none:
   gaps (dt > 1.5 / fs), out-of-order and duplicated timestamps, NaN/Inf samples are counted,
   flagged per sample in the ring (see ringbuffer.FLAG_*) and remembered as bad ranges.
-- The inlet is opened with recover=False, so a vanished outlet raises pylsl's LostError; the
-  thread then re-resolves (by source_id when the stream has one, else by the original query)
-  with exponential backoff, flags the first sample after it as a gap, and resumes. It gives up
-  with StreamLostError after `reconnect_timeout_s`.
+- Outlet restarts lose nothing that reached the inlet. The inlet is opened with recover=True:
+  liblsl keeps the samples already queued when the outlet vanishes (with recover=False its
+  pull raises LostError before handing out any of them), and the full stream info is fetched
+  at connect so no later pull waits for it. When no sample comes for `loss_check_s`, the
+  thread asks the resolver whether the outlet it reads (its uid) is still there: if not, a
+  `lost` event is recorded; once a stream with the same source_id (else the same query) and a
+  new uid appears, a fresh inlet is opened (with backoff; a stream that vanishes again while
+  it is being opened is just retried) and the old one, already drained (silence means its
+  queue is empty), is closed. When liblsl's own recovery reconnects the old inlet first (a
+  stalled process: it takes ~1 s), that inlet is kept: its queue holds the old outlet's
+  samples then the new one's, in order. Either way the first sample after it is flagged as a
+  gap and `reconnected` is recorded. A stream without source_id cannot be recovered by
+  liblsl: pylsl raises LostError and the queue is lost with it (give outlets a source_id).
+  StreamLostError after `reconnect_timeout_s` without the stream.
 - Optional marker inlet (string stream, JSON markers per rtdecode.sessions.recording.parse_marker),
   polled by the same thread; onsets land in `markers` as (lsl_time, event dict).
 - A failure of the thread (StreamLostError after the reconnect timeout, or anything else)
@@ -94,7 +104,8 @@ class LslSource(GuardedWorker):
                  reconnect: bool = True, reconnect_timeout_s: float = 30.0, backoff_s: float = 0.1,
                  backoff_max_s: float = 2.0, marker_query: str | None = None, max_chunk: int = 256,
                  pull_timeout_s: float = 0.02, wake: threading.Event | None = None,
-                 clock_sync: bool = True, max_events: int = 200, inlet_buffer_s: float = 60.0):
+                 clock_sync: bool = True, max_events: int = 200, inlet_buffer_s: float = 60.0,
+                 loss_check_s: float = 0.25):
         self.query = query
         self.n_channels = int(n_channels)
         self.fs = float(sampling_rate_hz)
@@ -110,6 +121,7 @@ class LslSource(GuardedWorker):
         self.pull_timeout_s = float(pull_timeout_s)
         self.wake = wake or threading.Event()
         self.clock_sync = clock_sync
+        self.loss_check_s = float(loss_check_s)  # silence before asking whether the outlet is gone
         # liblsl's own queue (seconds of samples) is what bridges a stall of this process: the
         # ring only has to hold the windows, the inlet queue must hold everything not pulled yet
         self.inlet_buffer_s = max(float(inlet_buffer_s), self.capacity / self.fs)
@@ -127,6 +139,12 @@ class LslSource(GuardedWorker):
         self._stop = threading.Event()
         self._last_ts = -math.inf
         self._after_reconnect = False
+        self._uid = ""  # uid of the outlet the inlet reads (a restarted outlet has a new one)
+        self._last_data = time.monotonic()  # when a sample was last pulled
+        self._next_check = 0.0
+        self._lost_at: float | None = None  # monotonic time the outlet was found gone
+        self._backoff = self.backoff_s
+        self.lost = False  # the outlet is gone and no new one was connected yet
         self._staging: np.ndarray | None = None
         self._flags = np.zeros(self.max_chunk, dtype=np.uint8)
         self._gap_dt = 1.5 / self.fs
@@ -184,28 +202,43 @@ class LslSource(GuardedWorker):
         pylsl = lsl()
         return pylsl.proc_clocksync if self.clock_sync else pylsl.proc_none
 
-    def _connect(self, info: Any) -> None:
+    def _connect(self, info: Any, *, wait_clock: bool = True) -> None:
+        """Open an inlet on `info` (recover=True, full info fetched) and make it the one read."""
+        self._inlet = self._open_inlet(info, wait_clock=wait_clock)
+        self._stream_info = info
+        self._uid = info.uid()
+
+    def _open_inlet(self, info: Any, *, wait_clock: bool = True) -> Any:
         pylsl = lsl()
         dtype = np.float64 if info.channel_format() == pylsl.cf_double64 else np.float32
         if self._staging is None or self._staging.dtype != dtype:
             self._staging = np.zeros((self.max_chunk, self.n_channels), dtype=dtype)
         buflen = max(1, int(math.ceil(self.inlet_buffer_s)))
-        inlet = pylsl.StreamInlet(info, max_buflen=buflen, recover=False,
+        # recover=True: a vanished outlet does not discard the queued samples (see the docstring)
+        inlet = pylsl.StreamInlet(info, max_buflen=buflen, recover=True,
                                   processing_flags=self._proc_flags(), as_numpy=True)
         try:
             inlet.open_stream(timeout=self.resolve_timeout_s)
+            # the full info, cached now: a pull after the outlet vanished would otherwise wait for it
+            inlet.info(timeout=self.resolve_timeout_s)
         except Exception as e:
-            raise StreamLostError(f"cannot open the stream ({type(e).__name__}: {e})", stream=info.name()) from e
-        if self.clock_sync:
-            # The first clock-offset estimate takes ~0.5 s; made here, it does not hold back the
-            # first samples in the pull thread (they wait in the inlet's buffer meanwhile).
             try:
-                self.clock_offset_s = inlet.time_correction(timeout=max(2.0, self.resolve_timeout_s))
-            except Exception as e:  # a timeout here: liblsl keeps estimating in the background
+                inlet.close_stream()
+            except Exception:  # closing a half-open inlet may fail; nothing to do about it
+                pass
+            raise StreamLostError(f"cannot open the stream ({type(e).__name__}: {e})", stream=info.name()) from e
+        # The first clock-offset estimate takes ~0.5 s; made here, it does not hold back the first
+        # samples in the pull thread (they wait in the inlet's buffer meanwhile). After a reconnect
+        # it is not waited for (liblsl keeps estimating in the background).
+        try:
+            off = inlet.time_correction(timeout=max(2.0, self.resolve_timeout_s) if wait_clock else 0.0)
+            if self.clock_sync:
+                self.clock_offset_s = off
+        except Exception as e:  # a timeout here: liblsl keeps estimating in the background
+            if wait_clock and self.clock_sync:
                 log.warning("no initial LSL clock offset for %r (%s); timestamps may shift a little at first",
                             info.name(), e)
-        self._stream_info = info
-        self._inlet = inlet
+        return inlet
 
     # ---- thread --------------------------------------------------------------------------
     def start(self) -> None:
@@ -238,7 +271,7 @@ class LslSource(GuardedWorker):
                 while not self._stop.is_set():
                     try:
                         self._pull_once()
-                    except pylsl.util.LostError:
+                    except pylsl.util.LostError:  # only a stream without source_id raises it
                         self._reconnect()
                     if self._marker_inlet is not None:
                         self._pull_markers()
@@ -250,10 +283,29 @@ class LslSource(GuardedWorker):
         _, ts = self._inlet.pull_chunk(timeout=self.pull_timeout_s, max_samples=self.max_chunk,
                                        dest_obj=staging, min_samples=1)
         n = len(ts)
-        if n == 0:
-            return
         arrival = time.monotonic()
-        data = staging[:n]
+        if n == 0:
+            if arrival - self._last_data >= self.loss_check_s and arrival >= self._next_check:
+                self._check_outlet(arrival)
+            return
+        self._last_data = arrival
+        reset = self._inlet.was_clock_reset()  # liblsl's own recovery reconnected this inlet
+        if self.lost or reset:
+            # a new outlet; after liblsl's own recovery the chunk may still begin with the old
+            # outlet's queued samples, so the timestamps (not a forced flag) mark the gap
+            self._recovered(arrival, force_gap=self.lost, relearn=reset)
+        self._write(staging[:n], ts, arrival)
+        # A full chunk may leave a backlog (after a stall): pull it all before waking the loop,
+        # so it decodes the newest window instead of the stale ones in between - but wake it at
+        # least every half ring, before unread windows are overwritten.
+        self._since_wake += n
+        if n < self.max_chunk or self._since_wake >= self.capacity // 2 or not self._backlog():
+            self._since_wake = 0
+            self.wake.set()
+
+    def _write(self, data: np.ndarray, ts: np.ndarray, arrival: float) -> None:
+        """Check a pulled chunk and append it to the ring (flags and bad ranges when not clean)."""
+        n = len(ts)
         t = self.telemetry
         if self._clean(data, ts, n):  # the usual chunk: finite, in order, no gap
             self.ring.write(data, ts, arrival)
@@ -266,13 +318,6 @@ class LslSource(GuardedWorker):
         t.samples += n
         t.chunks += 1
         t.newest_ts = float(ts[-1])
-        # A full chunk may leave a backlog (after a stall): pull it all before waking the loop,
-        # so it decodes the newest window instead of the stale ones in between - but wake it at
-        # least every half ring, before unread windows are overwritten.
-        self._since_wake += n
-        if n < self.max_chunk or self._since_wake >= self.capacity // 2 or not self._backlog():
-            self._since_wake = 0
-            self.wake.set()
 
     def _backlog(self) -> bool:
         try:
@@ -352,39 +397,132 @@ class LslSource(GuardedWorker):
         if samples:
             self.wake.set()
 
-    def _reconnect(self) -> None:
-        """The outlet vanished: re-resolve with backoff and reconnect, or raise StreamLostError."""
+    # ---- outlet loss and restart ---------------------------------------------------------
+    def _resolve_same(self, timeout: float) -> list:
+        """Streams that are the one read: same source_id (and name), else same query."""
         pylsl = lsl()
         info = self._stream_info
-        name, sid = info.name(), info.source_id()
-        lost_at = time.monotonic()
+        sid = info.source_id()
+        if sid:
+            infos = pylsl.resolve_byprop("source_id", sid, minimum=1, timeout=timeout)
+            return [i for i in infos if i.name() == info.name()]
+        return pylsl.resolve_bypred(_predicate(self.query), minimum=1, timeout=timeout)
+
+    def _check_outlet(self, now: float) -> None:
+        """No sample for loss_check_s: is the outlet still there? Connect a restarted one."""
+        name = self._stream_info.name()
+        try:
+            infos = self._resolve_same(max(0.5, self._backoff))
+        except Exception as e:  # the resolver itself failed: try again later
+            log.warning("resolving stream %r failed (%s)", name, e)
+            infos = []
+        if any(i.uid() == self._uid for i in infos):  # still there, only quiet
+            self._next_check = time.monotonic() + self.loss_check_s
+            self._backoff = self.backoff_s
+            return
+        if not self.lost:
+            self._mark_lost(now)
+        if self._inlet.was_clock_reset() or self._backlog():
+            # liblsl's recovery already reconnected this inlet: keep it (it holds everything)
+            self._recovered(time.monotonic(), force_gap=False, relearn=True)
+            return
+        fresh = [i for i in infos if i.uid() != self._uid]
+        if fresh:
+            new = fresh[0]
+            try:
+                self.check(new)
+                inlet = self._open_inlet(new, wait_clock=False)
+            except StreamLostError as e:  # it vanished again while being opened: retry
+                log.warning("stream %r: %s; retrying", name, e)
+            else:
+                old, self._inlet = self._inlet, inlet
+                self._stream_info, self._uid = new, new.uid()
+                self._drain_and_close(old)
+                self._recovered(time.monotonic(), force_gap=True, relearn=False)
+                return
+        waited = time.monotonic() - (self._lost_at or now)
+        if not self.reconnect or waited >= self.reconnect_timeout_s:
+            why = "reconnect is off" if not self.reconnect else \
+                f"did not come back within {self.reconnect_timeout_s:g} s"
+            raise StreamLostError(f"the outlet vanished and {why}", stream=name)
+        self._next_check = time.monotonic() + min(self._backoff, max(0.0, self.reconnect_timeout_s - waited))
+        self._backoff = min(self._backoff * 2, self.backoff_max_s)
+
+    def _drain_and_close(self, old: Any) -> None:
+        """Pull what is left in the inlet of a vanished outlet (normally nothing), then close it."""
+        try:
+            left = old.samples_available()
+            while left > 0:
+                staging = self._staging
+                _, ts = old.pull_chunk(timeout=0.0, max_samples=min(left, self.max_chunk), dest_obj=staging)
+                if len(ts) == 0:
+                    break
+                self._write(staging[:len(ts)], np.asarray(ts), time.monotonic())
+                left -= len(ts)
+        except Exception as e:  # a broken inlet: what it held is gone with it
+            log.warning("draining the old inlet failed (%s)", e)
+        try:
+            old.close_stream()
+        except Exception:  # closing a lost inlet may fail; nothing to do about it
+            pass
+
+    def _mark_lost(self, now: float) -> None:
+        name = self._stream_info.name()
+        self.lost = True
+        self._lost_at = now
+        self.telemetry.lost = True
         self.telemetry.event("lost", last_ts=self._last_ts, sample=self.ring.count)
+        log.warning("stream %r lost after sample %d; reconnecting (source_id %r)", name, self.ring.count,
+                    self._stream_info.source_id())
+        self._guard.doing = f"reconnecting to stream {name!r}"
+
+    def _recovered(self, now: float, *, force_gap: bool, relearn: bool) -> None:
+        """A new outlet is read (by a fresh inlet, or liblsl reconnected the old one)."""
+        if not self.lost:  # liblsl recovered before the silence was noticed (e.g. a stalled process)
+            self.telemetry.event("lost", last_ts=self._last_ts, sample=self.ring.count, noticed="at reconnect")
+        lost_at = self._lost_at if self._lost_at is not None else self._last_data
+        self.lost = False
+        self.telemetry.lost = False
+        self._lost_at = None
+        self._backoff = self.backoff_s
+        self._after_reconnect = self._after_reconnect or force_gap
+        self._last_data = now
+        if relearn:  # liblsl's recovery: learn the new outlet's uid
+            try:
+                infos = self._resolve_same(1.0)
+                if infos:
+                    self._stream_info, self._uid = infos[0], infos[0].uid()
+            except Exception:  # the next silence check resolves again
+                pass
+        self.telemetry.reconnects += 1
+        self.telemetry.event("reconnected", after_s=max(0.0, now - lost_at), sample=self.ring.count)
+        log.warning("stream %r back after %.2f s", self._stream_info.name(), max(0.0, now - lost_at))
+        self._guard.doing = f"reading stream {self.query!r}"
+
+    def _reconnect(self) -> None:
+        """A stream without source_id vanished (LostError): re-resolve with backoff and reconnect."""
+        info = self._stream_info
+        name = info.name()
+        lost_at = time.monotonic()
+        self._mark_lost(lost_at)
         try:
             self._inlet.close_stream()
         except Exception:  # the inlet is already broken
             pass
-        self._inlet = None
         if not self.reconnect:
             raise StreamLostError("the outlet vanished and reconnect is off", stream=name)
-        log.warning("stream %r lost after sample %d; reconnecting (source_id %r)", name, self.ring.count, sid)
-        self._guard.doing = f"reconnecting to stream {name!r}"
         backoff = self.backoff_s
         while not self._stop.is_set():
-            if sid:
-                infos = pylsl.resolve_byprop("source_id", sid, minimum=1, timeout=backoff)
-            else:
-                infos = pylsl.resolve_bypred(_predicate(self.query), minimum=1, timeout=backoff)
-            infos = [i for i in infos if i.name() == name or not sid]
-            if infos:
-                new = infos[0]
-                self.check(new)
-                self._connect(new)
-                self._after_reconnect = True
-                self.telemetry.reconnects += 1
-                self.telemetry.event("reconnected", after_s=time.monotonic() - lost_at, sample=self.ring.count)
-                log.warning("stream %r back after %.2f s", name, time.monotonic() - lost_at)
-                self._guard.doing = f"reading stream {self.query!r}"
-                return
+            try:
+                infos = self._resolve_same(backoff)
+                if infos:
+                    new = infos[0]
+                    self.check(new)
+                    self._connect(new, wait_clock=False)
+                    self._recovered(time.monotonic(), force_gap=True, relearn=False)
+                    return
+            except StreamLostError as e:  # it vanished again while being opened: retry
+                log.warning("stream %r: %s; retrying", name, e)
             waited = time.monotonic() - lost_at
             if waited >= self.reconnect_timeout_s:
                 raise StreamLostError(f"the outlet vanished and did not come back within "
