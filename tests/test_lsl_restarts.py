@@ -43,7 +43,7 @@ def test_repeated_restarts_never_end_the_source_and_lose_nothing(tmp_path):
     assert t.samples == done["pushed"]
     got = _serials(src)
     assert np.all(np.diff(got) > 0), "a sample came twice or out of order"
-    kinds = [e["kind"] for e in t.events]
+    kinds = [e["kind"] for e in t.incidents]
     assert kinds.count("reconnected") == done["restarts"]
     assert not src.lost
 

@@ -139,6 +139,8 @@ class LslSource(GuardedWorker):
         self._stop = threading.Event()
         self._last_ts = -math.inf
         self._after_reconnect = False
+        self._disordered_run = 0  # duplicated/backward samples at the end of the last chunk
+        self._masks: dict[str, np.ndarray] = {}
         self._uid = ""  # uid of the outlet the inlet reads (a restarted outlet has a new one)
         self._last_data = time.monotonic()  # when a sample was last pulled
         self._next_check = 0.0
@@ -334,7 +336,7 @@ class LslSource(GuardedWorker):
         """
         last = self._last_ts
         first = float(ts[0])
-        if self._after_reconnect or not (last < first <= last + self._gap_dt):
+        if self._after_reconnect or self._disordered_run or not (last < first <= last + self._gap_dt):
             return False
         if n > 1:
             d = np.diff(ts)
@@ -356,27 +358,44 @@ class LslSource(GuardedWorker):
         if not math.isfinite(self._last_ts):
             dt[0] = 1.0 / self.fs  # the very first sample follows nothing
         self._last_ts = float(ref[-1])
-        gap = dt > self._gap_dt
+        dup = dt == 0
+        back = dt < 0
+        disordered = dup | back
+        # A duplicated or backward sample still took a sample's slot: the step to the next in-order
+        # sample is measured without it (no phantom "missing" sample), and it is no gap.
+        step = dt
+        if disordered.any() or self._disordered_run:
+            step = dt.copy()
+            run = self._disordered_run  # disordered samples just before this chunk
+            for i in range(len(dt)):
+                if disordered[i]:
+                    run += 1
+                elif run:
+                    step[i] -= run / self.fs
+                    run = 0
+            self._disordered_run = run
+        gap = step > self._gap_dt
         if self._after_reconnect:
             gap[0] = True
             self._after_reconnect = False
         if gap.any():
             flags[gap] |= FLAG_GAP
             t.gaps += int(gap.sum())
-            finite = dt[gap][np.isfinite(dt[gap])]
+            finite = step[gap][np.isfinite(step[gap])]
             t.missing_samples += int(np.maximum(np.rint(finite * self.fs) - 1, 0).sum())
-        ooo = dt < 0
-        dup = dt == 0
-        if ooo.any() or dup.any():
-            flags[ooo | dup] |= FLAG_DISORDER
-            t.out_of_order += int(ooo.sum())
+        if disordered.any():
+            flags[disordered] |= FLAG_DISORDER
+            t.out_of_order += int(back.sum())
             t.duplicates += int(dup.sum())
+        self._masks = {"duplicate": dup, "backward": back}
 
     def _record_ranges(self, flags: np.ndarray, start: int, ts: np.ndarray) -> None:
         if not flags.any():
             return
-        for bit, kind in ((FLAG_NAN, "nan_samples"), (FLAG_GAP, "gap"), (FLAG_DISORDER, "disordered_timestamps")):
-            idx = np.flatnonzero(flags & bit)
+        kinds = [("nan_samples", (flags & FLAG_NAN) != 0), ("gap", (flags & FLAG_GAP) != 0),
+                 ("duplicate", self._masks["duplicate"]), ("backward", self._masks["backward"])]
+        for kind, mask in kinds:
+            idx = np.flatnonzero(mask)
             if idx.size == 0:
                 continue
             # runs of consecutive flagged samples -> [first, stop) ranges
