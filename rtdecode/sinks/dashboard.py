@@ -9,7 +9,8 @@ server serves
   /latency.png   latency over the last frames (matplotlib, Agg)
   /stats.json    frames received, last seq, latency percentiles (ms), malformed messages, the
                  last error, the receiver's failure, the service's telemetry (when fed one)
-It binds to 127.0.0.1 unless told otherwise; port 0 picks a free port (see `.url`).
+It binds to 127.0.0.1 unless told otherwise (a host beyond loopback needs allow_remote=True, as
+for the Prometheus endpoint); port 0 picks a free port (see `.url`).
 
 Errors: a malformed message is counted, shown as `last_error`, and the receiver carries on. A
 failure of the receiver thread follows rtdecode.threads: stored with context, logged once,
@@ -31,8 +32,10 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..protocol import DEFAULT_ADDRESS, FrameHeader, MalformedFrameError, to_uint8
 from ..threads import ThreadFailure, ThreadGuard, raise_in_threads
+from .prometheus import LOOPBACK
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +73,10 @@ class Dashboard:
     """
 
     def __init__(self, address: str | None = DEFAULT_ADDRESS, *, host: str = "127.0.0.1", port: int = 0,
-                 history: int = 1000):
+                 history: int = 1000, allow_remote: bool = False):
+        if host not in LOOPBACK and not allow_remote:  # the same guard as the Prometheus endpoint
+            raise ConfigError(f"dashboard host {host!r} is not loopback; pass allow_remote=True to show "
+                              "the frames beyond this machine")
         self._lock = threading.Lock()
         self._frame: np.ndarray | None = None
         self._seq: int | None = None
