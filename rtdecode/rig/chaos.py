@@ -96,6 +96,7 @@ def _chaos(link: ChildLink, spec: dict) -> None:
             counts["restarts"] += 1
             gens.append({"up": up, "first_serial": k, "first_ts": t0 + k / fs, "consumer_s": now - up})
             next_restart = now + spec["restart_every_s"]
+            last_ts = -np.inf  # a bad timestamp relative to another outlet's would be no clear duplicate
             link.put(**counts, generations=gens)
             continue
         due = min(int((now - t0) * fs) + 1, int((end - t0) * fs))

@@ -105,7 +105,7 @@ class LslSource(GuardedWorker):
                  backoff_max_s: float = 2.0, marker_query: str | None = None, max_chunk: int = 256,
                  pull_timeout_s: float = 0.02, wake: threading.Event | None = None,
                  clock_sync: bool = True, max_events: int = 200, inlet_buffer_s: float = 60.0,
-                 loss_check_s: float = 0.25):
+                 loss_check_s: float = 0.1):
         self.query = query
         self.n_channels = int(n_channels)
         self.fs = float(sampling_rate_hz)
@@ -145,6 +145,10 @@ class LslSource(GuardedWorker):
         self._last_data = time.monotonic()  # when a sample was last pulled
         self._next_check = 0.0
         self._lost_at: float | None = None  # monotonic time the outlet was found gone
+        self._misses = 0  # silence checks in a row that did not find the outlet
+        self._watch: Any = None  # a ContinuousResolver on the source_id (new outlets show up early)
+        self._watch_sid = ""
+        self._dead_uids: set[str] = set()  # outlets left behind (a resolver may still list them)
         self._backoff = self.backoff_s
         self.lost = False  # the outlet is gone and no new one was connected yet
         self._staging: np.ndarray | None = None
@@ -198,6 +202,7 @@ class LslSource(GuardedWorker):
                     log.warning("no initial LSL clock offset for the marker stream (%s)", e)
             self.info["markers"] = describe_info(minfo)
         log.info("reading %s", describe_info(info))
+        self._watched()  # start watching the source_id now, so a restarted outlet is seen at once
         return self
 
     def _proc_flags(self) -> int:
@@ -261,6 +266,7 @@ class LslSource(GuardedWorker):
                 except Exception:  # closing a lost inlet may fail; nothing to do about it
                     pass
         self._inlet = self._marker_inlet = None
+        self._watch = None  # the continuous resolver stops when dropped
 
     @property
     def alive(self) -> bool:
@@ -430,22 +436,27 @@ class LslSource(GuardedWorker):
     def _check_outlet(self, now: float) -> None:
         """No sample for loss_check_s: is the outlet still there? Connect a restarted one."""
         name = self._stream_info.name()
-        try:
-            infos = self._resolve_same(max(0.5, self._backoff))
-        except Exception as e:  # the resolver itself failed: try again later
-            log.warning("resolving stream %r failed (%s)", name, e)
-            infos = []
-        if any(i.uid() == self._uid for i in infos):  # still there, only quiet
-            self._next_check = time.monotonic() + self.loss_check_s
-            self._backoff = self.backoff_s
-            return
-        if not self.lost:
+        infos = self._watched()  # instant: what the background resolver saw lately
+        if not any(i.uid() != self._uid for i in infos):  # no new outlet seen yet: ask now
+            # (_watched leaves out the outlets already left behind)
+            try:
+                infos = self._resolve_same(max(0.2, min(self._backoff, 1.0)))
+            except Exception as e:  # the resolver itself failed: try again later
+                log.warning("resolving stream %r failed (%s)", name, e)
+                infos = []
+            if any(i.uid() == self._uid for i in infos):  # still there, only quiet
+                self._next_check = time.monotonic() + self.loss_check_s
+                self._backoff = self.backoff_s
+                self._misses = 0
+                return
+            self._misses += 1
+        fresh = [i for i in infos if i.uid() != self._uid and i.uid() not in self._dead_uids]
+        if not self.lost and (fresh or self._misses >= 2):  # one miss may be the resolver's
             self._mark_lost(now)
         if self._inlet.was_clock_reset() or self._backlog():
             # liblsl's recovery already reconnected this inlet: keep it (it holds everything)
             self._recovered(time.monotonic(), force_gap=False, relearn=True)
             return
-        fresh = [i for i in infos if i.uid() != self._uid]
         if fresh:
             new = fresh[0]
             try:
@@ -455,17 +466,36 @@ class LslSource(GuardedWorker):
                 log.warning("stream %r: %s; retrying", name, e)
             else:
                 old, self._inlet = self._inlet, inlet
+                self._dead_uids.add(self._uid)
                 self._stream_info, self._uid = new, new.uid()
                 self._drain_and_close(old)
                 self._recovered(time.monotonic(), force_gap=True, relearn=False)
                 return
         waited = time.monotonic() - (self._lost_at or now)
+        if not self.lost:
+            self._next_check = time.monotonic() + self.loss_check_s
+            return
         if not self.reconnect or waited >= self.reconnect_timeout_s:
             why = "reconnect is off" if not self.reconnect else \
                 f"did not come back within {self.reconnect_timeout_s:g} s"
             raise StreamLostError(f"the outlet vanished and {why}", stream=name)
         self._next_check = time.monotonic() + min(self._backoff, max(0.0, self.reconnect_timeout_s - waited))
         self._backoff = min(self._backoff * 2, self.backoff_max_s)
+
+    def _watched(self) -> list:
+        """Streams with the source_id read, as a background resolver keeps finding them ([] without one)."""
+        sid = self._stream_info.source_id()
+        if not sid:
+            return []
+        try:
+            if self._watch is None or self._watch_sid != sid:
+                self._watch = lsl().ContinuousResolver(prop="source_id", value=sid, forget_after=2.0)
+                self._watch_sid = sid
+            return [i for i in self._watch.results()
+                    if i.name() == self._stream_info.name() and i.uid() not in self._dead_uids]
+        except Exception as e:  # the one-shot resolve still works
+            log.debug("continuous resolver failed (%s)", e)
+            return []
 
     def _drain_and_close(self, old: Any) -> None:
         """Pull what is left in the inlet of a vanished outlet (normally nothing), then close it."""
@@ -487,6 +517,7 @@ class LslSource(GuardedWorker):
 
     def _mark_lost(self, now: float) -> None:
         name = self._stream_info.name()
+        self._dead_uids.add(self._uid)
         self.lost = True
         self._lost_at = now
         self.telemetry.lost = True
@@ -503,6 +534,7 @@ class LslSource(GuardedWorker):
         self.lost = False
         self.telemetry.lost = False
         self._lost_at = None
+        self._misses = 0
         self._backoff = self.backoff_s
         self._after_reconnect = self._after_reconnect or force_gap
         self._last_data = now
