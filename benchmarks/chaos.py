@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from rtdecode.machine import load_average, machine_facts
-from rtdecode.rig import ChaosOutlet, Subscriber, free_tcp_address, unique, wait_until
+from rtdecode.rig import ChaosOutlet, Subscriber, free_tcp_address, unique
 
 log = logging.getLogger("chaos")
 
