@@ -26,8 +26,11 @@ log = logging.getLogger(__name__)
 
 # ---- rtdecode's pipeline ---------------------------------------------------------------------
 def run_rtdecode(model_path: str | Path, *, stride_ms: float, duration_s: float, threads: int | None,
-                 engine: str = "onnxruntime", progress=print) -> tuple[dict, np.ndarray]:
-    """One e2e run of DecoderService at `stride_ms`; returns (row, latency series ms)."""
+                 engine: str = "onnxruntime", progress=print, keep_log: bool = False,
+                 engine_options: dict | None = None, **serve_options) -> tuple:
+    """One e2e run of DecoderService at `stride_ms`; returns (row, latency series ms), and the
+    subscriber's FrameLog third when `keep_log`. `engine_options` / `serve_options` go to
+    ServeConfig (engine_options, and e.g. pin_cpus) for A/B runs of the serve loop's options."""
     from rtdecode.config import ServeConfig
     from rtdecode.service import DecoderService
 
@@ -35,7 +38,8 @@ def run_rtdecode(model_path: str | Path, *, stride_ms: float, duration_s: float,
     with Pusher.noise(duration_s=duration_s + 3.0) as pusher:
         config = ServeConfig(stream=pusher.name, model=str(model_path), engine=engine, threads=threads,
                              stride_ms=stride_ms, address=address, duration_s=duration_s + 1.0,
-                             status_interval_s=0.0, resolve_timeout_s=20.0)
+                             status_interval_s=0.0, resolve_timeout_s=20.0,
+                             engine_options=dict(engine_options or {}), **serve_options)
         with Subscriber(address) as sub:
             service = DecoderService(config)
             meter: dict = {}
@@ -65,10 +69,10 @@ def run_rtdecode(model_path: str | Path, *, stride_ms: float, duration_s: float,
     if pusher.state().get("done"):
         row["pusher_late_ms"] = latency_summary(pusher.late_ms())
         row["samples_pushed"] = pusher.state()["pushed"]
-    progress(f"e2e rtdecode stride {stride_ms} ms: {row['frames_received']} frames, "
+    progress(f"e2e rtdecode{''.join(f' {k}={v}' for k, v in serve_options.items())} stride {stride_ms} ms: {row['frames_received']} frames, "
              f"p50 {row['latency_ms'].get('p50_ms', float('nan')):.2f} ms "
              f"p99 {row['latency_ms'].get('p99_ms', float('nan')):.2f} ms")
-    return row, lat
+    return (row, lat, frames) if keep_log else (row, lat)
 
 
 def _service_counts(summary) -> dict:

@@ -41,7 +41,7 @@ def _pickle_subscribe(link: ChildLink, address: str, rcvhwm: int, max_frames: in
         parts = sock.recv_multipart(copy=True)
         t = time.monotonic()
         msg = pickle.loads(parts[-1])
-        table.append(t, float(msg["newest_ts"]), float(msg["ref_time"]), int(msg["seq"]))
+        table.append(t, float(msg["newest_ts"]), float(msg["ref_time"]), int(msg["seq"]), stages=msg.get("stages"))
     table.save(link, cpu_s=time.process_time() - cpu0)
     link.put(done=True, frames=table.n)
     sock.close(0)
@@ -84,8 +84,9 @@ def naive_model(model_path: str | Path, contract, module=None):
 
 
 def run_first_try(model_path: str | Path, *, stride_ms: float, duration_s: float,
-                  progress=print, module=None) -> tuple[dict, np.ndarray]:
-    """One run of the naive pipeline; same pusher and subscriber as the rtdecode run."""
+                  progress=print, module=None, keep_log: bool = False) -> tuple:
+    """One run of the naive pipeline; same pusher and subscriber as the rtdecode run. Returns
+    (row, latency series ms), and the subscriber's FrameLog third when `keep_log`."""
     import zmq
 
     from rtdecode.contract import read_contract
@@ -134,9 +135,12 @@ def run_first_try(model_path: str | Path, *, stride_ms: float, duration_s: float
                 window = buf[s0:s1][:, used]
                 maps[i] = window.mean(axis=0) * mask[i]
             x = ((maps - mean) / std * mask).astype(np.float32)[None]
+            t_in = time.monotonic()
             y = model(x)
+            t_out = time.monotonic()
             frame = (np.transpose(y[0], (1, 2, 0)) * 255).astype(np.uint8)
-            pub.send(pickle.dumps({"frame": frame, "seq": seq, "newest_ts": times[-1], "ref_time": times[0]}))
+            pub.send(pickle.dumps({"frame": frame, "seq": seq, "newest_ts": times[-1], "ref_time": times[0],
+                                   "stages": {"normalised": t_in, "inferred": t_out}}))
             seq += 1
         cpu = meter.read()
         behind = inlet.samples_available()
@@ -150,5 +154,5 @@ def run_first_try(model_path: str | Path, *, stride_ms: float, duration_s: float
     progress(f"e2e first-try stride {stride_ms} ms: {row['frames_received']} frames, "
              f"p50 {row['latency_ms'].get('p50_ms', float('nan')):.2f} ms "
              f"p99 {row['latency_ms'].get('p99_ms', float('nan')):.2f} ms")
-    return row, lat
+    return (row, lat, sub.frames) if keep_log else (row, lat)
 

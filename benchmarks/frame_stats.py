@@ -36,7 +36,8 @@ def analyse_frames(log: FrameLog | None, stride_ms: float, skip_first_s: float =
     iv["nominal_ms"] = stride_ms
     out = {"frames_received": len(log), "frames_analysed": len(kept),
            "latency_ms": latency_summary(lat), "frame_interval_ms": iv,
-           "frames_lost_in_transport": int(max(0, (seq.max() - seq.min() + 1) - seq.size)) if seq.size else 0}
+           "frames_lost_in_transport": int(max(0, (seq.max() - seq.min() + 1) - seq.size)) if seq.size else 0,
+           "frames_passed_over": int(log.discarded)}  # of those lost: skipped by the keep-newest subscriber
     return out, lat
 
 
@@ -55,3 +56,21 @@ def stage_breakdown(log: FrameLog) -> dict:
     e2e = log.col("received") - log.col("newest_ts")
     out["e2e_minus_infer"] = latency_summary((e2e - (log.col("inferred") - log.col("normalised"))) * 1e3)
     return {k: v for k, v in out.items() if v["count"]}
+
+
+def overhead_ms(log: FrameLog | None, skip_first_s: float = 0.5) -> np.ndarray:
+    """Per frame: latency minus that frame's own inference (ms), the series behind
+    stage_breakdown's e2e_minus_infer (frames without both stamps are left out)."""
+    if log is None or not len(log):
+        return np.empty(0)
+    kept = log.since(skip_first_s)
+    v = ((kept.col("received") - kept.col("newest_ts")) - (kept.col("inferred") - kept.col("normalised"))) * 1e3
+    return v[np.isfinite(v)]
+
+
+def infer_ms(log: FrameLog | None, skip_first_s: float = 0.5) -> dict:
+    """Summary of each frame's own inference time (header stamps normalised -> inferred)."""
+    if log is None or not len(log):
+        return {"count": 0}
+    kept = log.since(skip_first_s)
+    return latency_summary((kept.col("inferred") - kept.col("normalised")) * 1e3)

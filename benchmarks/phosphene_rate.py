@@ -6,8 +6,12 @@ compares in the same run at 256 x 256 with
   - the separable matrix product Gy^T diag(b) Gx (BLAS, multi-threaded);
   - a dense blob atlas (every phosphene's full-image Gaussian stored, image = atlas^T b), the
     obvious implementation the separable form replaces;
-  - dynaphos' GaussianSimulator (backend "dynaphos"), where dynaphos and its dependencies exist.
-Writes JSON and a markdown table to --out.
+  - dynaphos' GaussianSimulator (backend "dynaphos"), where dynaphos and its dependencies exist;
+  - pulse2percept's cortical ScoreboardModel (backend "pulse2percept", implant "grid": the same
+    1024 phosphenes as point electrodes in the Polimeni map) at 128 x 128 and 256 x 256, on one
+    OpenMP thread (as rtdecode runs it) and on all cores, where pulse2percept is installed.
+Writes JSON, a markdown table and phosphene_backends.png ([frame | builtin | pulse2percept grid |
+pulse2percept Cortivis array], one frame) to --out.
 
   python -m rtdecode.benchmarks.phosphene_rate [--frames 300] [--out benchmarks/results/phosphene]
 """
@@ -44,7 +48,7 @@ def _row(name: str, size: int, ms: np.ndarray, **extra) -> dict:
 
 
 def run(frames: int = 300, sizes=(128, 256, 512), n_phosphenes: int = 1024, input_size: int = 128,
-        dynaphos_frames: int = 5) -> dict:
+        dynaphos_frames: int = 5, p2p_frames: int = 10, out: Path | None = None) -> dict:
     import importlib.util
 
     from rtdecode.display.phosphene import PhospheneRenderer
@@ -99,8 +103,52 @@ def run(frames: int = 300, sizes=(128, 256, 512), n_phosphenes: int = 1024, inpu
     else:
         rows.append({"method": "dynaphos GaussianSimulator", "size": f"{size}x{size}",
                      "skipped": "dynaphos or one of its dependencies is not installed"})
+    if importlib.util.find_spec("pulse2percept") and p2p_frames > 0:
+        import os
+
+        cores = os.cpu_count() or 1
+        for size, threads in ((128, 1), (256, 1), (256, cores)):
+            p = PhospheneRenderer(n_phosphenes=n_phosphenes, size=(size, size), seed=0, backend="pulse2percept",
+                                  p2p_threads=threads)
+            rows.append(_row(f"pulse2percept ScoreboardModel, grid, {threads} thread(s)", size,
+                             _time_calls(lambda p=p: p.render(frame), p2p_frames, warmup=1)))
+            log.info("pulse2percept %dx%d, %d thread(s): %.2f frames/s", size, size, threads, rows[-1]["fps_median"])
+        if out is not None:
+            _comparison_png(n_phosphenes, Path(out) / "phosphene_backends.png")
+    else:
+        rows.append({"method": "pulse2percept ScoreboardModel", "size": f"{size}x{size}",
+                     "skipped": "pulse2percept is not installed (pip install 'rtdecode[p2p]')"})
     return {"benchmark": "phosphene_rate", "n_phosphenes": n_phosphenes, "input": f"{input_size}x{input_size}x3 uint8",
             "frames_per_config": frames, "rows": rows}
+
+
+def _comparison_png(n_phosphenes: int, path: Path, size: int = 256) -> Path:
+    """[frame | builtin | pulse2percept grid | pulse2percept Cortivis] for one test scene, labelled."""
+    from PIL import Image, ImageDraw
+
+    from rtdecode.display.phosphene import PhospheneRenderer
+
+    yy, xx = np.mgrid[0:128, 0:128]
+    frame = np.zeros((128, 128, 3), np.uint8)  # a scene with shapes: a disc, a bar, a ramp
+    frame[((xx - 88) ** 2 + (yy - 40) ** 2) < 18 ** 2] = 255
+    frame[76:92, 16:112] = 200
+    frame[100:124, :, :] = (xx[100:124, :, None] * 2).astype(np.uint8)
+    panels = [("frame", np.asarray(Image.fromarray(frame).resize((size, size), Image.NEAREST)))]
+    for label, kw in (("builtin", {}), ("pulse2percept grid", {"backend": "pulse2percept"}),
+                      ("pulse2percept Cortivis (96)", {"backend": "pulse2percept", "p2p_implant": "cortivis",
+                                                        "p2p_at_deg": (-2.0, 2.5)})):
+        r = PhospheneRenderer(n_phosphenes=n_phosphenes, size=(size, size), seed=0, **kw)
+        panels.append((label, r.render(frame).copy()))
+    gap, top = 6, 22
+    canvas = Image.new("RGB", (len(panels) * (size + gap) + gap, size + top + gap), (24, 24, 24))
+    draw = ImageDraw.Draw(canvas)
+    for k, (label, img) in enumerate(panels):
+        x = gap + k * (size + gap)
+        canvas.paste(Image.fromarray(img), (x, top))
+        draw.text((x, 5), label, fill=(230, 230, 230))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path
 
 
 def markdown(results: dict, machine: dict) -> str:
@@ -120,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=300, help="timed frames per configuration")
     p.add_argument("--phosphenes", type=int, default=1024)
     p.add_argument("--dynaphos-frames", type=int, default=5, help="0 skips dynaphos")
+    p.add_argument("--p2p-frames", type=int, default=10, help="0 skips pulse2percept")
     p.add_argument("--out", default="benchmarks/results/phosphene", help="output folder (JSON + markdown)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -127,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
 
     machine = machine_facts()
     load_before = machine.get("load_average_1_5_15")
-    results = run(frames=args.frames, n_phosphenes=args.phosphenes, dynaphos_frames=args.dynaphos_frames)
+    results = run(frames=args.frames, n_phosphenes=args.phosphenes, dynaphos_frames=args.dynaphos_frames,
+                  p2p_frames=args.p2p_frames, out=Path(args.out))
     results["machine"] = machine
     results["load_average_before_after"] = [load_before, machine_facts().get("load_average_1_5_15")]
     out = Path(args.out)

@@ -136,10 +136,51 @@ STAGE_P99_COLUMNS = [
     ("zmq out", "stages_ms.zmq_out.p99_ms"), ("pusher late p99", "pusher_late_ms.p99_ms"),
     ("machine busy (fraction)", "cpu.machine_busy_fraction"),
 ]
-ACQ_COLUMNS = [
-    ("client", "client"), ("n", "latency_ms.count"), ("p50 ms", "latency_ms.p50_ms"),
-    ("p90 ms", "latency_ms.p90_ms"), ("p99 ms", "latency_ms.p99_ms"), ("max ms", "latency_ms.max_ms"),
+SIDE_COLUMNS = [
+    ("stride ms", "stride_ms"), ("pipeline", "pipeline"), ("frames", "frames"),
+    ("e2e p50", "e2e_p50_ms"), ("e2e p99", "e2e_p99_ms"), ("infer p50", "infer_p50_ms"),
+    ("overhead p50", "overhead_p50_ms"), ("overhead p99", "overhead_p99_ms"),
+    ("above floor p50", "above_floor_p50_ms"), ("above floor p99", "above_floor_p99_ms"), ("CPU %", "cpu_percent"),
 ]
+FLOOR_COLUMNS = [
+    ("stride ms", "stride_ms"), ("LSL p50", "lsl_ms.p50_ms"), ("LSL p99", "lsl_ms.p99_ms"),
+    ("ZeroMQ p50", "zmq_ms.p50_ms"), ("ZeroMQ p99", "zmq_ms.p99_ms"), ("floor p50", "floor_ms.p50_ms"),
+    ("floor p99", "floor_ms.p99_ms"),
+]
+
+
+def plot_overhead_cdf(by_stride: Mapping[float, Mapping[str, np.ndarray]], path: str | Path, title: str) -> Path | None:
+    """One panel per stride: empirical CDF of each pipeline's per-frame overhead and of the floor."""
+    by_stride = {k: {n: np.asarray(v, dtype=np.float64) for n, v in d.items() if len(v)} for k, d in by_stride.items()}
+    by_stride = {k: d for k, d in by_stride.items() if d}
+    if not by_stride:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(by_stride), figsize=(5.2 * len(by_stride), 4.2), squeeze=False)
+    for ax, (stride, d) in zip(axes[0], sorted(by_stride.items()), strict=True):
+        for label, v in d.items():
+            v = np.sort(v[np.isfinite(v) & (v > 0)])
+            if v.size:
+                ax.plot(v, np.arange(1, v.size + 1) / v.size, label=f"{label} (n={v.size})",
+                        ls="--" if label.startswith("floor") else "-")
+        ax.set_xscale("log")
+        ax.set_xlabel("e2e - that frame's inference (ms)")
+        ax.set_title(f"stride {stride:g} ms")
+        ax.axhline(0.99, color="grey", lw=0.8, ls=":")
+        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    axes[0][0].set_ylabel("fraction of frames <= x")
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def markdown_report(results: Mapping) -> str:
@@ -152,7 +193,10 @@ def markdown_report(results: Mapping) -> str:
              f"- python {m.get('python')}; onnxruntime {pk.get('onnxruntime')}; torch {pk.get('torch')}; "
              f"pylsl {pk.get('pylsl')} (liblsl {pk.get('liblsl')}); pyzmq {pk.get('pyzmq')}; "
              f"numpy {pk.get('numpy')}",
-             f"- load average before the run: {m.get('load_average_1_5_15')}; quick mode: {results.get('quick')}",
+             f"- ezmsg {pk.get('ezmsg')}, ezmsg-lsl {pk.get('ezmsg-lsl')}, ezmsg-zmq {pk.get('ezmsg-zmq')}, "
+             f"mne-lsl {pk.get('mne-lsl')} (optional peers; '-'/None: not installed)",
+             f"- load average (1, 5, 15 min) before the run: {m.get('load_average_1_5_15')}, after: "
+             f"{results.get('load_average_after')}; quick mode: {results.get('quick')}",
              ]
     if results.get("note"):
         lines.append(f"- note: {results['note']}")
@@ -189,15 +233,24 @@ def markdown_report(results: Mapping) -> str:
             lines.append(f"- {name}: {s}")
         if part.get("skipped"):
             lines.append(f"- {name} skipped: {part['skipped']}")
-    acq = parts.get("mne_lsl")
-    if acq:
-        lines += ["", "## LSL acquisition latency (sample timestamp -> visible to the client)", ""]
-        if acq.get("skipped"):
-            lines.append(f"skipped: {acq['skipped']}")
-        else:
-            lines.append(markdown_table(acq.get("rows", []), ACQ_COLUMNS))
-        for s in acq.get("notes", []):
+    sbs = (parts.get("side_by_side") or {}).get("rows")
+    if sbs:
+        lines += ["", "## rtdecode beside the field's pipelines (same stream, model, ONNX Runtime options, wire format)",
+                  "", "Per frame: e2e = newest sample's LSL timestamp -> received by a subscriber in another process; "
+                  "overhead = e2e minus that frame's own inference; above floor = overhead minus the transport "
+                  "floor's quantile (LSL alone + ZeroMQ alone, same run). All in ms.", ""]
+        lines.append(markdown_table(sbs, SIDE_COLUMNS))
+        for r in sbs:
+            if r.get("skipped"):
+                lines.append(f"- {r['pipeline']} at stride {r['stride_ms']:g} ms skipped: {r['skipped']}")
+    fl = parts.get("floor")
+    if fl:
+        lines += ["", "## Transport floor (ms)", ""]
+        lines.append(markdown_table(fl.get("rows", []), FLOOR_COLUMNS))
+        for s in fl.get("notes", []):
             lines.append(f"- {s}")
+    for s in (parts.get("peers") or {}).get("notes", []):
+        lines.append(f"- peers: {s}")
     targets = results.get("targets")
     if targets:
         lines += ["", "## Targets", ""]
@@ -214,7 +267,11 @@ def write_report(results: dict, series: Mapping[str, Mapping[str, np.ndarray]], 
     results.setdefault("schema", SCHEMA)
     paths = {"json": out / "bench.json", "markdown": out / "bench.md", "plots": []}
     for name, s in series.items():
-        p = plot_latencies(s, out / f"{name}.png", title=name.replace("_", " "))
+        if name == "overhead_cdf":
+            p = plot_overhead_cdf(s, out / f"{name}.png", title="per-frame overhead (e2e - inference): rtdecode, "
+                                  "ezmsg, MNE-LSL, first-try, transport floor")
+        else:
+            p = plot_latencies(s, out / f"{name}.png", title=name.replace("_", " "))
         if p is not None:
             paths["plots"].append(str(p.name))
     results["plots"] = paths["plots"]

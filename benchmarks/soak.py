@@ -207,7 +207,8 @@ def analyse(frames: FrameLog, played: dict, summary: dict, load: list, inlet_age
     intervals = np.diff(rec)
     return {
         "frames": {"published": int(summary.get("frames", 0)), "received": len(frames),
-                   "lost_between_pub_and_sub": lost_frames, "flagged": frames.flagged,
+                   "lost_between_pub_and_sub": lost_frames, "passed_over_by_subscriber": frames.discarded,
+                   "flagged": frames.flagged,
                    "refused_by_pub": int(tel.get("publish_dropped", 0)),
                    "per_s": float(len(kept) / (t_rel[-1] if t_rel.size and t_rel[-1] > 0 else 1.0)),
                    "warmup_s": warmup_s, "in_warmup": len(frames) - len(kept)},

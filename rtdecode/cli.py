@@ -17,7 +17,7 @@ from .errors import RtdecodeError
 
 # Order shown in --help: the main job first.
 COMMAND_MODULES = (
-    "demo", "serve", "playback", "simulate", "view", "record", "frames",
+    "demo", "serve", "playback", "simulate", "view", "dashboard", "record", "frames",
     "train", "evaluate", "export", "build_engine", "inspect", "bench",
 )
 

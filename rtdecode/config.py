@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .protocol import DEFAULT_ADDRESS
+from .protocol import DEFAULT_ADDRESS, SOCKET_BUFFER_BYTES
 
 MODES = ("sliding", "event")
 FRAME_DTYPES = ("uint8", "float32")
 BAD_SAMPLE_POLICIES = ("skip", "flag")
 LSL_SCOPES = ("machine", "network")
+INLET_MODES = ("thread", "loop")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
 
@@ -41,6 +42,7 @@ class ServeConfig:
     marker_stream: str | None = None  # LSL string stream with onset markers (event mode)
     address: str = DEFAULT_ADDRESS  # ZeroMQ PUB address; binds to loopback unless told otherwise
     sndhwm: int = 4  # PUB high-water mark: a slow subscriber loses frames, never stalls us
+    sndbuf: int = SOCKET_BUFFER_BYTES  # PUB kernel send buffer, bytes (0: the OS's, megabytes of stale frames per stalled subscriber)
     frame_dtype: str = "uint8"  # payload: uint8 0..255 or float32 0..1
     buffer_s: float = 2.0  # ring buffer length (>= the model's window span)
     on_bad_samples: str = "skip"  # windows with NaN/Inf or spanning a gap: skip, or flag and decode
@@ -50,8 +52,13 @@ class ServeConfig:
     reconnect_backoff_s: float = 0.1  # first wait between re-resolve attempts (doubles)
     reconnect_backoff_max_s: float = 2.0  # longest wait between attempts
     lsl_scope: str = "machine"  # LSL discovery: this machine only, or the network
+    # where LSL is pulled: "thread" (an inlet thread wakes the serve loop) or "loop" (the serve
+    # loop pulls itself, blocking in liblsl while it waits: no thread hand-off; docs/serving.md)
+    inlet: str = "thread"
+    pin_cpu: int | None = None  # pin the serve loop (and ONNX Runtime's run with 1 thread) to this CPU (None: off)
     record: str | None = None  # directory for rtdecode.sinks.recorder.FrameRecorder (None: off)
     status_interval_s: float = 5.0  # one status line every this many seconds (0: off)
+    heartbeat_interval_s: float = 1.0  # heartbeat (state, session) on the PUB socket this often (0: off)
     prometheus_port: int | None = None  # serve Prometheus metrics at http://127.0.0.1:PORT/metrics (None: off)
     duration_s: float | None = None  # stop after this long (None: until stopped)
     max_frames: int | None = None  # stop after this many frames (None: until stopped)
@@ -81,6 +88,7 @@ class ServeConfig:
         if not self.address.startswith(("tcp://", "ipc://", "inproc://")):
             raise ConfigError(f"address {self.address!r} must start with tcp://, ipc:// or inproc://")
         _check_int(self, "sndhwm", lo=1)
+        _check_int(self, "sndbuf", lo=0)
         _check_choice(self, "frame_dtype", FRAME_DTYPES)
         _check_num(self, "buffer_s", lo=0.0, lo_open=True)
         _check_choice(self, "on_bad_samples", BAD_SAMPLE_POLICIES)
@@ -92,9 +100,13 @@ class ServeConfig:
         _check_num(self, "reconnect_backoff_s", lo=0.0, lo_open=True)
         _check_num(self, "reconnect_backoff_max_s", lo=self.reconnect_backoff_s)
         _check_choice(self, "lsl_scope", LSL_SCOPES)
+        _check_choice(self, "inlet", INLET_MODES)
+        if self.pin_cpu is not None:
+            _check_int(self, "pin_cpu", lo=0)
         if self.record is not None:
             _check_str(self, "record", nonempty=True)
         _check_num(self, "status_interval_s", lo=0.0)
+        _check_num(self, "heartbeat_interval_s", lo=0.0)
         if self.prometheus_port is not None:
             _check_int(self, "prometheus_port", lo=0)
             if self.prometheus_port > 65535:

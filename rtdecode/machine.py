@@ -13,7 +13,7 @@ import time
 from importlib import metadata
 
 PACKAGES = ("numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "torch", "pylsl", "pyzmq", "mne-lsl",
-            "h5py", "scipy")
+            "ezmsg", "ezmsg-lsl", "ezmsg-zmq", "h5py", "scipy")
 
 
 def cpu_model() -> str:

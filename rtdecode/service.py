@@ -16,6 +16,10 @@ service cleanly with the failure in the summary; a sink that raises (a recorder 
 thread failed raises that error from write) is dropped and frames keep flowing. Under
 RTDECODE_RAISE_IN_THREADS (rtdecode.threads) both re-raise instead.
 
+Heartbeat. Every `heartbeat_interval_s`, and at once when it changes, the service publishes its
+state (streaming / stream_lost / idle / stopping) on the PUB socket under its own topic, with
+this run's session id, which every frame header carries too (sinks.heartbeat, docs/protocol.md).
+
 Hot path: no per-frame allocation of arrays. Windows are read as views of the ring,
 assembled straight into the engine's bound input, normalised in place, and encoded into a
 preallocated payload; only the small JSON header is built per frame, from a template
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -39,6 +44,7 @@ from .config import ServeConfig
 from .errors import ConfigError, RtdecodeError
 from .ringbuffer import FLAG_NAMES, FLAG_NAN
 from .sinks import SINK_METHODS, Sink
+from .sinks.heartbeat import HeartbeatSender, new_session_id
 from .telemetry import Telemetry, summary_text
 from .threads import raise_in_threads
 
@@ -110,6 +116,8 @@ class DecoderService:
         self.started = threading.Event()  # set when the loop is about to run (for tests, demos)
         self._stop_reason = "stopped"
         self.preassembled = 0  # frames whose window was partly assembled while its samples arrived
+        self.session = new_session_id()  # in every frame header and heartbeat: seq restarts with it
+        self.heartbeat: Any = None  # sinks.heartbeat.HeartbeatSender, once the publisher is bound
 
     def stop(self, reason: str = "stop requested") -> None:
         """Ask the loop to finish (thread- and signal-safe)."""
@@ -148,19 +156,23 @@ class DecoderService:
         self.assembler = c.assembler()
         self.normaliser = c.normaliser()
         self.encoder = FrameEncoder(c.image_height, c.image_width, cfg.frame_dtype)
-        self.header_encoder = HeaderEncoder(c.model_id, self.encoder.shape, self.encoder.dtype)
+        self.header_encoder = HeaderEncoder(c.model_id, self.encoder.shape, self.encoder.dtype, session=self.session)
         fs = c.plan.sampling_rate_hz
         self.span = c.plan.span
         self.stride = max(1, int(round(cfg.stride_ms * fs / 1000.0)))
         capacity = max(int(round(cfg.buffer_s * fs)), 4 * self.span, 4 * self.stride, 64)
         if cfg.binds_beyond_loopback:
             log.warning("publishing frames on %s: reachable from other machines", cfg.address)
-        self.publisher = FramePublisher(cfg.address, sndhwm=cfg.sndhwm)
+        self.publisher = FramePublisher(cfg.address, sndhwm=cfg.sndhwm, sndbuf=cfg.sndbuf)
         self.endpoint = self.publisher.endpoint
+        self.heartbeat = HeartbeatSender(self.publisher, session=self.session, interval_s=cfg.heartbeat_interval_s,
+                                         model_id=c.model_id, stream=cfg.stream)
         if cfg.record:
             from .sinks.recorder import FrameRecorder
 
-            self.sinks.append(FrameRecorder(cfg.record))
+            # the model's id and contract travel with the frames (frames --export-nwb archives them)
+            self.sinks.append(FrameRecorder(cfg.record, source=f"serve {cfg.model}",
+                                            meta={"model_id": c.model_id, "contract": c.to_metadata()}))
         self.source = LslSource(
             cfg.stream, n_channels=c.layout.n_channels, sampling_rate_hz=fs, capacity=capacity,
             telemetry=self.telemetry, resolve_timeout_s=cfg.resolve_timeout_s, reconnect=cfg.reconnect,
@@ -173,6 +185,8 @@ class DecoderService:
                       f"to {self.endpoint}")
 
     def _teardown(self) -> None:
+        if self.heartbeat is not None:  # first: closing the source and sinks may take a while
+            self.heartbeat.stop(self._stop_reason, newest_ts=self.telemetry.newest_ts)
         if self.source is not None:
             self.source.stop()
         for sink in self.sinks:
@@ -187,16 +201,18 @@ class DecoderService:
                 log.debug("closing dropped sink %r: %s", sink, e)
         if self.publisher is not None:
             self.telemetry.publish_dropped = self.publisher.dropped
-            self.publisher.close()
+            self.publisher.close(linger_s=0.2 if self.heartbeat is not None and self.heartbeat.sent else 0.0)
         if self.engine is not None:
             self.engine.close()
 
     # ---- loop ----------------------------------------------------------------------------
     def run(self) -> ServeSummary:
         error: str | None = None
+        affinity = None
         try:
             self._setup()
-            self.source.start()
+            self.source.start(thread=self.config.inlet == "thread")
+            affinity = self._pin()  # after the inlet thread started: it keeps the other CPUs
             self.telemetry.started = time.monotonic()
             self.started.set()
             if self.config.mode == "event":
@@ -211,6 +227,8 @@ class DecoderService:
                 self._stop_reason = "source failed"
         finally:
             self.started.set()
+            if affinity is not None:
+                os.sched_setaffinity(0, affinity)
             self._teardown()
         snap = self.telemetry.snapshot()
         return ServeSummary(frames=self.telemetry.frames, skipped=dict(self.telemetry.skipped),
@@ -219,6 +237,19 @@ class DecoderService:
                             model_id=self.contract.model_id if self.contract else "",
                             stream=dict(self.source.info) if self.source else {}, error=error,
                             stream_lost=bool(getattr(self.source, "lost", False)))
+
+    def _pin(self) -> set[int] | None:
+        """Pin this thread (the serve loop) to config.pin_cpu; returns the affinity to restore."""
+        cpu = self.config.pin_cpu
+        if cpu is None:
+            return None
+        if not hasattr(os, "sched_setaffinity"):
+            raise ConfigError("pin_cpu needs os.sched_setaffinity (Linux)")
+        old = os.sched_getaffinity(0)
+        if cpu not in old:
+            raise ConfigError(f"pin_cpu {cpu} is not among the CPUs this process may use ({sorted(old)})")
+        os.sched_setaffinity(0, {cpu})  # pid 0: the calling thread only, on Linux
+        return old
 
     def _should_stop(self, t_end: float) -> bool:
         cfg = self.config
@@ -234,7 +265,12 @@ class DecoderService:
             return True
         return False
 
+    def _beat(self, now: float) -> None:
+        """The heartbeat's tick (called with every status check, i.e. at least every 50 ms)."""
+        self.heartbeat.tick(now, self.telemetry.frames, lost=self.source.lost, newest_ts=self.telemetry.newest_ts)
+
     def _status(self, now: float) -> None:
+        self._beat(now)
         iv = self.config.status_interval_s
         if iv > 0 and now >= self._next_status:
             self._next_status = now + iv
@@ -271,12 +307,16 @@ class DecoderService:
         """
         ring, wake, span, stride = self.source.ring, self.source.wake, self.span, self.stride
         asm, x = self.assembler, self.x
+        src = self.source
+        in_loop = self.config.inlet == "loop"  # this loop pulls LSL itself (no inlet thread)
         t_end = math.inf if self.config.duration_s is None else time.monotonic() + self.config.duration_s
         self._next_status = time.monotonic() + self.config.status_interval_s
         last_ref = -(1 << 62)
         target, done = -1, 0  # next window's reference sample; maps of it already in x
         while not self._should_stop(t_end):
             wake.clear()
+            if in_loop:
+                src.poll(0.0)  # what arrived meanwhile (e.g. during the last decode), before deciding
             count = ring.count
             ref = count - span
             if ref < 0 or ref < last_ref + stride:
@@ -287,7 +327,10 @@ class DecoderService:
                 if avail > 0 and done < len(asm.ready_order) and asm.ready_stops[done] <= avail:
                     block = ring.window(target, avail)
                     done = 0 if block is None else asm.assemble_ready(block, x[0], done, avail)
-                wake.wait(0.05)
+                if in_loop:
+                    src.poll(0.05)  # blocks in liblsl (GIL released) until a sample arrives
+                else:
+                    wake.wait(0.05)
                 self._status(time.monotonic())
                 continue
             if last_ref >= 0:
@@ -306,8 +349,11 @@ class DecoderService:
         t_end = math.inf if self.config.duration_s is None else time.monotonic() + self.config.duration_s
         self._next_status = time.monotonic() + self.config.status_interval_s
         pending: list[tuple[float, dict]] = []
+        in_loop = self.config.inlet == "loop"
         while not self._should_stop(t_end):
             wake.clear()
+            if in_loop:
+                src.poll(0.0)
             while src.markers:
                 t, d = src.markers.popleft()
                 if d.get("event") == "onset":
@@ -329,7 +375,10 @@ class DecoderService:
                 self._decode(idx, int(image) if isinstance(image, (int, float)) else None)
                 progressed = True
             if not progressed:
-                wake.wait(0.05)
+                if in_loop:
+                    src.poll(0.05)
+                else:
+                    wake.wait(0.05)
             self._status(time.monotonic())
 
     def _decode(self, ref: int, stimulus: int | None, assembled: int = 0) -> bool:

@@ -131,12 +131,12 @@ def _check_latency(s: dict, what: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.lsl
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(480)
 def test_bench_quick_writes_complete_json_markdown_and_plots(tmp_path):
     out = tmp_path / "bench"
     env = dict(os.environ)
     proc = subprocess.run([sys.executable, "-m", "rtdecode", "bench", "--quick", "--out", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=230)
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=470)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads((out / "bench.json").read_text())
     assert res["schema"] == "rtdecode-bench/2" and res["quick"] is True
@@ -163,13 +163,38 @@ def test_bench_quick_writes_complete_json_markdown_and_plots(tmp_path):
     _check_latency(parts["e2e"]["inference_alone_ms"], "inference alone")
     cmp_rows = parts["comparison"]["rows"]
     assert cmp_rows and all(_finite(c["ratio_p50"]) and _finite(c["ratio_p99"]) for c in cmp_rows)
-    mne = parts["mne_lsl"]
-    if "skipped" in mne:
-        assert "mne-lsl" in mne["skipped"]
-    else:
-        for r in mne["rows"]:
-            _check_latency(r["latency_ms"], r["client"])
+    # one table: rtdecode, the peers (or why they were skipped) and first-try at strides 1, 5 and 16 ms
+    sbs = parts["side_by_side"]["rows"]
+    assert {(r["stride_ms"], r["pipeline"]) for r in sbs} == {
+        (s, p) for s in (1.0, 5.0, 16.0) for p in ("rtdecode", "ezmsg", "MNE-LSL", "first-try")}
+    for r in sbs:
+        if r["skipped"]:
+            assert r["pipeline"] in ("ezmsg", "MNE-LSL") and "not installed" in r["skipped"]
+            continue
+        assert r["frames"] > 0, r
+        assert _finite(r["overhead_p50_ms"]) and r["overhead_p50_ms"] <= r["overhead_p99_ms"], r
+        assert r["overhead_p50_ms"] < r["e2e_p50_ms"], r  # the frame's own inference is taken out
+        assert _finite(r["above_floor_p50_ms"]), r
+    for f in parts["floor"]["rows"]:
+        for k in ("lsl_ms", "zmq_ms", "floor_ms"):
+            _check_latency(f[k], f"floor {k} stride {f['stride_ms']}")
+        assert f["floor_ms"]["p50_ms"] > f["lsl_ms"]["p50_ms"]
+    assert "overhead_cdf.png" in res["plots"]
     assert res["targets"], "targets not evaluated"
     md = (out / "bench.md").read_text()
     assert "## Inference" in md and "## End to end" in md and m["cpu_model"] in md
+    assert "beside the field's pipelines" in md and "## Transport floor" in md
     assert res["plots"] and all((out / p).stat().st_size > 1000 for p in res["plots"])
+
+
+def test_bench_variant_parses_serve_settings_and_names_a_wrong_one():
+    from rtdecode.commands.bench import parse_variant
+    from rtdecode.errors import ConfigError
+
+    assert parse_variant("inlet=loop,pin_cpu=1") == {"inlet": "loop", "pin_cpu": 1}
+    with pytest.raises(ConfigError, match="'spin' is not a serve setting"):
+        parse_variant("spin=yes")
+    with pytest.raises(ConfigError, match="inlet must be one of thread, loop"):
+        parse_variant("inlet=fast")
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        parse_variant("inlet")

@@ -45,16 +45,17 @@ def _offline(model_path, contract, mua, refs):
     return sess.run(None, {"mua": maps})[0]  # [N, 3, H, W]
 
 
-@pytest.mark.parametrize("chunk", [1, 5])
-def test_sliding_frames_equal_offline_decoding(tmp_path, rng, chunk):
-    """One-sample chunks: windows assembled map by map as they arrive; 5: mostly in one go."""
+@pytest.mark.parametrize("chunk,inlet", [(1, "thread"), (5, "thread"), (1, "loop")])
+def test_sliding_frames_equal_offline_decoding(tmp_path, rng, chunk, inlet):
+    """One-sample chunks: windows assembled map by map as they arrive; 5: mostly in one go.
+    inlet "loop": the serve loop pulls LSL itself (no inlet thread), with the same frames."""
     sess = open_session(_write_session(tmp_path / "s.h5", rng))
     mua = np.asarray(sess.mua)
     ts = sess.timestamps
     model, contract = make_model(tmp_path / "m.onnx", C, seed=3)
     with Pusher(tmp_path, mua, ts, chunk=chunk, lead_s=0.3) as p:
         cfg = ServeConfig(stream=p.name, model=str(model), address="tcp://127.0.0.1:*", frame_dtype="float32",
-                          stride_ms=16, status_interval_s=0)
+                          stride_ms=16, status_interval_s=0, inlet=inlet)
         with ServiceThread(cfg) as svc:
             with FrameSubscriber(svc.endpoint) as sub:
                 base = p.base()
@@ -65,6 +66,8 @@ def test_sliding_frames_equal_offline_decoding(tmp_path, rng, chunk):
     assert len(got) >= 50 and summary.frames >= len(got)
     if chunk == 1:
         assert svc.service.preassembled > summary.frames // 2
+    if inlet == "loop":
+        assert svc.service.source._thread is None  # nothing pulled in another thread
     refs = []
     for f in got:
         k = int(np.argmin(np.abs(ts + base - f.header.ref_time)))

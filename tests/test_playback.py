@@ -295,3 +295,17 @@ def test_progress_line_reports_elapsed_total_and_rate(caplog):
         prog.update(stats, 10.0)
     lines = [r.getMessage() for r in caplog.records]
     assert lines == ["playback synthetic: 10/10 s, 2000 samples/s, 0 markers, 3 late"]
+
+
+def test_nwb_without_pynwb_names_the_extra(tmp_path):
+    """Where pynwb is not installed, an .nwb file is refused with the extra that brings it."""
+    import subprocess
+    import sys
+
+    (tmp_path / "x.nwb").write_bytes(b"")
+    code = ("import sys; sys.modules['pynwb'] = None\n"
+            "from rtdecode.sessions import open_recording\n"
+            "try:\n    open_recording(sys.argv[1])\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "x.nwb")], capture_output=True, text=True,
+                         timeout=60).stdout
+    assert out.startswith("ConfigError") and "pip install 'rtdecode[nwb]'" in out

@@ -20,14 +20,14 @@ def _table(tmp_path, n: int, keep_images: bool = False, skip_seq: int | None = N
                   "normalised": newest + 0.0014, "inferred": newest + 0.0034, "published": newest + 0.0036}
         table.append(newest + 0.005, newest, newest - 0.196, seq, 0, stages,
                      np.full((4, 4, 3), i % 256, np.uint8) if keep_images else None, flagged=(i == 3))
-    table.save(ChildLink(str(tmp_path), threading.Event(), threading.Event()), cpu_s=0.25)
+    table.save(ChildLink(str(tmp_path), threading.Event(), threading.Event()), cpu_s=0.25, discarded=2)
     return FrameLog.load(tmp_path)
 
 
 def test_frame_table_grows_in_blocks_and_round_trips_through_npy_and_json(tmp_path):
     n = 8192 + 10  # more than one block
     log = _table(tmp_path, n, keep_images=True)
-    assert len(log) == n and log.columns == COLUMNS and log.flagged == 1 and log.cpu_s == 0.25
+    assert len(log) == n and log.columns == COLUMNS and log.flagged == 1 and log.cpu_s == 0.25 and log.discarded == 2
     assert np.allclose(log.col("received") - log.col("newest_ts"), 0.005)
     assert log.col("seq")[-1] == n - 1 and log.images.shape == (n, 4, 4, 3) and log.images[8193, 0, 0, 0] == 8193 % 256
     later = log.since(1.0)  # frames 16 ms apart: the first 63 are within the first second
@@ -43,6 +43,7 @@ def test_frame_statistics_of_a_subscriber_log(tmp_path):
     assert stats["latency_ms"]["count"] == lat.size == 168 and stats["latency_ms"]["p50_ms"] == pytest.approx(5.0)
     assert stats["frame_interval_ms"]["p50_ms"] == pytest.approx(16.0) and stats["frame_interval_ms"]["nominal_ms"] == 16
     assert stats["frames_lost_in_transport"] == 1  # seq 50 never arrived
+    assert stats["frames_passed_over"] == 2  # as the subscriber counted them
     stages = stage_breakdown(log.since(0.5))
     assert stages["infer"]["p50_ms"] == pytest.approx(2.0) and stages["zmq_out"]["p50_ms"] == pytest.approx(1.4)
     assert stages["e2e_minus_infer"]["p50_ms"] == pytest.approx(3.0)  # 5 ms end to end, 2 ms of it inference

@@ -40,6 +40,10 @@ def test_config_unknown_key_is_named(tmp_path):
     ("max_frames", 2.5, "max_frames must be an integer"),
     ("reconnect", "yes", "reconnect must be true or false"),
     ("lsl_scope", "planet", "lsl_scope must be one of machine, network"),
+    ("heartbeat_interval_s", -1, "heartbeat_interval_s must be >= 0"),
+    ("sndbuf", -1, "sndbuf must be >= 0"),
+    ("inlet", "sideways", "inlet must be one of thread, loop"),
+    ("pin_cpu", -1, "pin_cpu must be >= 0"),
 ])
 def test_config_bad_values_have_clear_messages(key, value, match):
     with pytest.raises(ConfigError, match=match):
@@ -232,6 +236,29 @@ def test_windows_spanning_a_gap_are_skipped(tmp_path, rng):
 
 @pytest.mark.lsl
 @pytest.mark.timeout(60)
+def test_pin_cpu_pins_the_serve_loop_only_while_it_runs(tmp_path, rng):
+    import os
+
+    cpu = max(os.sched_getaffinity(0))
+    path, _ = make_model(tmp_path / "m.onnx", 16)
+    with Pusher(tmp_path, rng.normal(size=(3000, 16)), chunk=4) as p:
+        with ServiceThread(_cfg(path, p.name, stride_ms=8, pin_cpu=cpu)) as svc:
+            with FrameSubscriber(svc.endpoint) as sub:
+                _collect(sub, lambda g: len(g) >= 20)
+            assert os.sched_getaffinity(svc.thread.native_id) == {cpu}
+            assert os.sched_getaffinity(svc.service.source._thread.native_id) != {cpu} or os.cpu_count() == 1
+            summary = svc.join()
+    assert summary.ok and summary.frames >= 20
+    # a CPU this process may not use is refused with the CPUs it may
+    with Pusher(tmp_path, rng.normal(size=(500, 16)), chunk=4) as p:
+        svc = ServiceThread(_cfg(path, p.name, pin_cpu=4096))
+        svc.thread.start()
+        with pytest.raises(ConfigError, match="pin_cpu 4096 is not among the CPUs"):
+            svc.join(timeout=30, stop=False)
+
+
+@pytest.mark.lsl
+@pytest.mark.timeout(60)
 def test_subscriber_that_never_reads_does_not_stall_the_decoder(tmp_path, rng):
     path, _ = make_model(tmp_path / "m.onnx", 16, height=64, width=64)  # 12 KiB frames
     with Pusher(tmp_path, rng.normal(size=(6000, 16)), chunk=2) as p:
@@ -388,7 +415,7 @@ def test_serve_command_stops_cleanly_on_sigterm_and_records(tmp_path, rng):
     import subprocess
     import sys
 
-    path, _ = make_model(tmp_path / "m.onnx", 16)
+    path, contract = make_model(tmp_path / "m.onnx", 16)
     summary_file = tmp_path / "summary.json"
     rec = tmp_path / "rec"
     with Pusher(tmp_path, rng.normal(size=(20000, 16)), chunk=4) as p:
@@ -412,6 +439,9 @@ def test_serve_command_stops_cleanly_on_sigterm_and_records(tmp_path, rng):
     assert summary["frames"] > 0 and summary["config"]["stream"] == p.name and summary["error"] is None
     assert summary["telemetry"]["latency_ms"]["end_to_end"]["p99_ms"] > 0
     assert any(rec.iterdir())
+    # the recording carries the model's id and contract (frames --export-nwb archives them)
+    meta = json.loads((rec / "recording.json").read_text())["meta"]
+    assert meta["model_id"] == contract.model_id and meta["contract"] == contract.to_metadata()
 
 
 def test_engine_options_from_file_and_flags(tmp_path):

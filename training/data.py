@@ -1,6 +1,7 @@
 """Decoding datasets: onset-locked window maps and their stimuli, split by image, normalised.
 
-`load_decoding_data(source)` reads an rtdecode session (.h5) or a TVSD folder and returns a
+`load_decoding_data(source)` reads an rtdecode session (.h5), an NWB file (.nwb, the `nwb` extra; see
+rtdecode.sessions.nwb) or a TVSD folder and returns a
 `DecodingData`: inputs x [N, M, E] (the decoder's maps, z-scored with statistics fitted on the
 training split only) and targets y [N, 3, H, W] in [0, 1].
 
@@ -115,17 +116,19 @@ def load_decoding_data(source: str | Path, *, windows: str | WindowPlan = "spati
                        split: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0,
                        things_dir: str | Path | None = None, cache_dir: str | Path | None = None,
                        layout: ElectrodeLayout | None = None, monkey: str = "N",
-                       progress: bool = True) -> DecodingData:
-    """Read a session .h5 or TVSD folder into normalised, image-split decoding data.
+                       progress: bool = True, nwb: dict[str, str | None] | None = None) -> DecodingData:
+    """Read a session .h5, an NWB file or a TVSD folder into normalised, image-split decoding data.
 
     windows: a WindowPlan preset ('spatiotemporal' or 'spatial') or a WindowPlan.
     layout: overrides the source's layout (must have as many channels as the data).
     monkey: TVSD only, 'N' or 'F'. things_dir: TVSD only, the local THINGS image folder.
     cache_dir: keep the assembled maps there (npz keyed by file, mtime and window plan).
+    nwb: NWB only, which objects to read: {"series": ..., "intervals": ..., "images": ...} (None = pick).
     """
     src = Path(source)
     if not src.exists():
-        raise SessionError(f"data source {src} does not exist; expected an rtdecode session .h5 or a TVSD folder")
+        raise SessionError(f"data source {src} does not exist; expected an rtdecode session .h5, an NWB file "
+                           f"or a TVSD folder")
     if image_size < 8:
         raise ConfigError(f"image_size must be >= 8 pixels, got {image_size}")
     fractions = _check_split(split)
@@ -133,6 +136,9 @@ def load_decoding_data(source: str | Path, *, windows: str | WindowPlan = "spati
 
         trials = load_tvsd_trials(src, windows=windows, things_dir=things_dir, monkey=monkey, layout=layout,
                                   cache_dir=cache_dir, progress=progress)
+    elif src.suffix.lower() == ".nwb":
+        trials = load_nwb_trials(src, windows=windows, layout=layout, cache_dir=cache_dir, progress=progress,
+                                 **(nwb or {}))
     else:
         trials = load_session_trials(src, windows=windows, layout=layout, cache_dir=cache_dir, progress=progress)
     return build_decoding_data(trials, image_size=image_size, split=fractions, seed=seed)
@@ -188,6 +194,43 @@ def load_session_trials(path: str | Path, *, windows: str | WindowPlan = "spatio
                          rf_true, None, str(path), rf_sigma, groups)
     finally:
         session.close()
+
+
+def load_nwb_trials(path: str | Path, *, windows: str | WindowPlan = "spatiotemporal",
+                    layout: ElectrodeLayout | None = None, cache_dir: str | Path | None = None,
+                    progress: bool = True, series: str | None = None, intervals: str | None = None,
+                    images: str | None = None) -> TrialMaps:
+    """Onset-locked maps of every trial of an NWB file (rtdecode.sessions.nwb says what is read)."""
+    from rtdecode.sessions.nwb import open_nwb
+
+    path = Path(path)
+    s = open_nwb(path, series=series, intervals=intervals, images=images, layout=layout,
+                 need_images=True, need_onsets=True)
+    lay = s.layout
+    plan = windows if isinstance(windows, WindowPlan) else make_plan(windows, lay, s.sampling_rate_hz)
+    fits = s.onset + plan.span <= s.n_samples
+    if not fits.all():
+        log.warning("%s: %d trial(s) end less than %d samples before the recording ends; skipped",
+                    path, int((~fits).sum()), plan.span)
+    keep = np.flatnonzero(fits)
+    if keep.size == 0:
+        raise SessionError(f"{path}: {s.intervals_path}: no trial has the {plan.span} samples after its onset "
+                           f"that the windows need")
+    trial_ids = s.trial_ids[keep]
+    key = _cache_key(path, plan, lay, extra=f"nwb:{s.series_path}:{s.intervals_path}")
+    maps = _cached(cache_dir, key)
+    if maps is None or maps.shape[0] != keep.size:
+        with s.mua_reader() as mua:
+            maps = assemble_onset_maps(mua, s.onset[keep], plan, lay, progress=progress, desc=f"windows {path.name}")
+        _store(cache_dir, key, maps)
+    check_finite_maps(maps, trial_ids, lay, f"{path}: {s.series_path}")
+    pictures = s.images or []
+
+    def load_images(ids: np.ndarray, size: int) -> np.ndarray:
+        return resize_images([pictures[int(k)] for k in ids], size)
+
+    return TrialMaps(lay, plan, maps, s.image_index[keep].astype(np.int64), trial_ids.astype(np.int64),
+                     load_images, None, None, str(path))
 
 
 def build_decoding_data(trials: TrialMaps, *, image_size: int = 64,

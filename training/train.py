@@ -4,6 +4,11 @@
 0.5/0.999), seeded, tqdm progress, periodic validation (L1, pixel correlation) with a log line,
 `last.pt` at every validation and `best.pt` at the best validation metric. `resume=` continues a
 run from a checkpoint at the exact step (the epoch order is a function of seed and epoch).
+
+`dist=` (training/distributed.py) trains in one of several DDP processes: each takes its shard
+of every epoch, `GeneratorStep` / `DiscriminatorStep` run under DistributedDataParallel (one
+forward and one backward each per step, so DDP averages every gradient once), rank 0 validates
+and writes. With one process (SINGLE, or DDP with one rank) the steps are those of a plain run.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+from torch.func import functional_call
 
 from rtdecode.errors import ConfigError
 from rtdecode.metrics import rf_recovery
@@ -27,6 +34,7 @@ from rtdecode.progress import progress_bar
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .distributed import SINGLE, DistContext
 from .losses import DecoderLoss, ImagePool
 from .model import HomeomorphicDecoder, PatchDiscriminator, count_parameters
 from .rf_learning import RFEncodingHead, initial_rfs, rf_anchor_loss
@@ -48,20 +56,21 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     note: str = ""
     rf_recovery: dict[str, Any] | None = None  # training/rf_report.py; None without true RFs
+    params_sha256: str = ""  # of the trained parameters; under DDP checked equal on every rank
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, dist: DistContext = SINGLE) -> torch.device:
     if name == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError("device 'cuda' was asked for but torch sees no CUDA GPU "
                               f"(torch {torch.__version__}, cuda build: {torch.version.cuda}); use --device cpu")
-        return torch.device("cuda")
+        return dist.torch_device() if dist.enabled else torch.device("cuda")
     return torch.device("cpu")
 
 
-def set_threads(n: int) -> int:
-    """Use n threads (0: min(2, cores)); this project's boxes have 2 cores shared with I/O."""
-    n = n or max(1, min(2, os.cpu_count() or 1))
+def set_threads(n: int, processes: int = 1) -> int:
+    """Use n threads (0: min(2, cores / processes on this machine)); this project's boxes have 2 cores."""
+    n = n or max(1, min(2, (os.cpu_count() or 1) // max(1, processes)))
     torch.set_num_threads(n)
     return n
 
@@ -114,13 +123,74 @@ def _lr_factor(step: int, total: int, decay_from: float) -> float:
     return max(0.0, 1.0 - (step - start) / max(1.0, total - start))
 
 
+class GeneratorStep(nn.Module):
+    """One generator-side forward: painted maps, the fake image and the RF layer's own loss (or None).
+
+    One module so that DDP sees one forward and one backward per step: the decoder's loss and the
+    RF loss are summed before backward (the gradients are those of the two backward passes the loop
+    once made). rf_decoder_grad=False paints with detached RF parameters: the decoder's loss then
+    does not move the RFs, only the RF loss does.
+    """
+
+    def __init__(self, model: HomeomorphicDecoder, rf_head: RFEncodingHead | None, anchor: torch.Tensor,
+                 config: TrainConfig):
+        super().__init__()
+        self.model, self.rf_head = model, rf_head
+        self.register_buffer("anchor", anchor.clone(), persistent=False)
+        self.w_rf_anchor, self.w_rf_encode = config.w_rf_anchor, config.w_rf_encode
+        self.rf_decoder_grad = config.rf_decoder_grad
+
+    @property
+    def has_rf_loss(self) -> bool:
+        return self.rf_head is not None or self.w_rf_anchor > 0
+
+    @property
+    def may_leave_parameters_unused(self) -> bool:
+        """True when the RF parameters can get no gradient in a step (DDP must then look for them)."""
+        return not self.rf_decoder_grad and not self.has_rf_loss
+
+    def forward(self, x_in: torch.Tensor, x: torch.Tensor,
+                y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        rf = self.model.rf
+        if self.rf_decoder_grad:
+            maps = rf(x_in)
+        else:
+            maps = functional_call(rf, {"centres": rf.centres.detach(), "log_sigma": rf.log_sigma.detach()}, (x_in,))
+        fake = self.model.generator(maps)
+        rf_loss = None
+        if self.has_rf_loss:
+            rf_loss = self.w_rf_anchor * rf_anchor_loss(rf.centres, self.anchor)
+            if self.rf_head is not None:
+                rf_loss = rf_loss + self.w_rf_encode * self.rf_head.loss(rf, x, y)
+        return maps, fake, rf_loss
+
+
+class DiscriminatorStep(nn.Module):
+    """The discriminator's two forwards of a step (real pair, pooled fake pair) as one DDP forward."""
+
+    def __init__(self, disc: PatchDiscriminator):
+        super().__init__()
+        self.disc = disc
+
+    def forward(self, maps: torch.Tensor, real: torch.Tensor, pool_maps: torch.Tensor,
+                pool_fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.disc(maps, real), self.disc(pool_maps, pool_fake)
+
+
 def train(data: Any, config: TrainConfig, out_dir: str | Path, *, resume: str | Path | None = None,
-          progress: bool = True, data_info: dict[str, Any] | None = None) -> TrainResult:
-    """Fit the decoder on `data` (a training.data.DecodingData); checkpoints go to out_dir."""
+          progress: bool = True, data_info: dict[str, Any] | None = None,
+          dist: DistContext = SINGLE) -> TrainResult:
+    """Fit the decoder on `data` (a training.data.DecodingData); checkpoints go to out_dir.
+
+    dist: this process's place in a DDP run (training/distributed.py); config.batch_size is then
+    per process, the effective batch world_size times that, and only rank 0 writes.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    threads = set_threads(config.num_threads)
-    device = pick_device(config.device)
+    main = dist.is_main
+    progress = progress and main
+    threads = set_threads(config.num_threads, dist.local_world_size)
+    device = pick_device(config.device, dist)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % (2 ** 32))
 
@@ -147,7 +217,10 @@ def train(data: Any, config: TrainConfig, out_dir: str | Path, *, resume: str | 
     n_train = int(data.train_x.shape[0])
     if n_train == 0:
         raise ConfigError("the training split is empty")
-    steps_per_epoch = max(1, n_train // config.batch_size)
+    if n_train < dist.world_size:
+        raise ConfigError(f"the training split has {n_train} samples, fewer than the {dist.world_size} DDP processes")
+    sampler = dist.sampler(n_train, config.seed)
+    steps_per_epoch = max(1, sampler.num_samples // config.batch_size)
     total = config.max_steps if config.max_steps > 0 else config.epochs * steps_per_epoch
     val_every = config.val_every or steps_per_epoch
     has_val = data.val_x.shape[0] > 0
@@ -176,18 +249,28 @@ def train(data: Any, config: TrainConfig, out_dir: str | Path, *, resume: str | 
         if ckpt.get("torch_rng") is not None:
             torch.set_rng_state(ckpt["torch_rng"])
         log.info("resumed from %s at step %d", resume, step)
+    if dist.rank > 0:  # noise and dropout differ between ranks; rank 0 keeps the stream of a plain run
+        torch.manual_seed(int(np.random.SeedSequence([config.seed, dist.rank, step]).generate_state(1)[0]))
+
+    gen_step = GeneratorStep(model, rf_head, anchor, config).to(device)
+    gen_run = dist.wrap(gen_step, find_unused_parameters=gen_step.may_leave_parameters_unused)
+    disc_run = dist.wrap(DiscriminatorStep(disc)) if disc is not None else None
 
     info = {"source": str(getattr(data, "source", "")), "windows": data.plan.preset, "image_size": config.image_size,
             "split": list(config.split), "data_seed": config.data_seed, "n_train": n_train,
-            "n_val": int(data.val_x.shape[0]), "n_test": int(data.test_x.shape[0]), **(data_info or {})}
+            "n_val": int(data.val_x.shape[0]), "n_test": int(data.test_x.shape[0]), "processes": dist.world_size,
+            "effective_batch_size": config.batch_size * dist.world_size, **(data_info or {})}
     common = {"config": config, "norm_mean": data.normaliser.mean, "norm_std": data.normaliser.std,
               "layout_json": data.layout.to_json(), "plan_json": data.plan.to_json(), "data_info": info,
               "sample_inputs": sample_inputs}
     best_path, last_path = out / "best.pt", out / "last.pt"
-    (out / "config.json").write_text(config.to_json())
+    if main:
+        (out / "config.json").write_text(config.to_json())
     log.info("training %s: %d parameters (+%s discriminator), %d train samples, %d steps/epoch, %d steps, "
-             "device %s, %d threads", config.preset, count_parameters(model),
-             count_parameters(disc) if disc is not None else 0, n_train, steps_per_epoch, total, device, threads)
+             "device %s, %d threads%s", config.preset, count_parameters(model),
+             count_parameters(disc) if disc is not None else 0, n_train, steps_per_epoch, total, device, threads,
+             f"; DDP: {dist.world_size} processes ({dist.backend}), batch {config.batch_size} each, effective "
+             f"{config.batch_size * dist.world_size}" if dist.enabled else "")
 
     x_all = torch.as_tensor(data.train_x)
     y_all = torch.as_tensor(data.train_y)
@@ -195,10 +278,13 @@ def train(data: Any, config: TrainConfig, out_dir: str | Path, *, resume: str | 
     t0 = time.perf_counter()
     running: dict[str, float] = {}
     model.train()
+    shard_epoch, shard = -1, np.zeros(0, dtype=np.int64)
     while step < total:
         epoch, within = divmod(step, steps_per_epoch)
-        perm = np.random.default_rng([config.seed, epoch]).permutation(n_train)
-        idx = perm[within * config.batch_size:(within + 1) * config.batch_size]
+        if epoch != shard_epoch:
+            sampler.set_epoch(epoch)
+            shard_epoch, shard = epoch, sampler.order()
+        idx = shard[within * config.batch_size:(within + 1) * config.batch_size]
         x = x_all[idx].to(device, non_blocking=True)
         y = y_all[idx].to(device, non_blocking=True)
         x_in = x + config.input_noise * torch.randn_like(x) * model.rf.mask if config.input_noise > 0 else x
@@ -209,33 +295,27 @@ def train(data: Any, config: TrainConfig, out_dir: str | Path, *, resume: str | 
             for g in opt_d.param_groups:
                 g["lr"] = config.lr * factor
 
-        maps = model.rf(x_in)
-        fake = model.generator(maps)
+        maps, fake, rf_loss = gen_run(x_in, x, y)
         parts: dict[str, float] = {}
-        if disc is not None and opt_d is not None:
+        if disc is not None and opt_d is not None and disc_run is not None:
             pm, pf = pool.query(maps, fake)
-            d_loss = losses.discriminator(disc(maps.detach(), y), disc(pm, pf))
+            d_loss = losses.discriminator(*disc_run(maps.detach(), y, pm, pf))
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
             parts["d"] = float(d_loss.detach())
-            disc.requires_grad_(False)
+            disc.requires_grad_(False)  # the plain module: its parameters take no part in this backward
             g_loss, gparts = losses.generator(fake, y, disc(maps.detach(), fake))
             disc.requires_grad_(True)
         else:
             g_loss, gparts = losses.generator(fake, y)
         opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        if not config.rf_decoder_grad:
-            for p in rf_params:
-                p.grad = None
-        if rf_head is not None or config.w_rf_anchor > 0:  # the RF layer's own objective
-            rf_loss = config.w_rf_anchor * rf_anchor_loss(model.rf.centres, anchor)
-            if rf_head is not None:
-                rf_loss = rf_loss + config.w_rf_encode * rf_head.loss(model.rf, x, y)
-            if rf_loss.requires_grad:
-                rf_loss.backward()
+        total_loss = g_loss
+        if rf_loss is not None:  # the RF layer's own objective
             parts["rf"] = float(rf_loss.detach())
+            if rf_loss.requires_grad:
+                total_loss = g_loss + rf_loss
+        total_loss.backward()
         opt_g.step()
         with torch.no_grad():
             model.rf.centres.clamp_(-0.25, 1.25)
@@ -253,9 +333,11 @@ def train(data: Any, config: TrainConfig, out_dir: str | Path, *, resume: str | 
             if not progress:
                 log.info("step %d/%d %s", step, total, " ".join(f"{k}={v:.4f}" for k, v in running.items()))
 
-        if step % val_every == 0 or step == total:
+        if (step % val_every == 0 or step == total) and dist.enabled:
+            dist.check_in_sync(model, step)  # every rank takes part
+        if (step % val_every == 0 or step == total) and main:
             metrics = validate(ema if ema is not None else model, val_x, val_y, device)
-            rec = {"step": step, "epoch": step / steps_per_epoch, "time_s": round(time.perf_counter() - t0, 1),
+            rec = {"step": step, "epoch": step / steps_per_epoch, "time_s": round(time.perf_counter() - t0, 3),
                    **{f"val_{k}": round(v, 5) for k, v in metrics.items()},
                    **{f"train_{k}": round(v, 5) for k, v in running.items()},
                    **_rf_errors(ema if ema is not None else model, data, config.image_size)}
@@ -277,12 +359,17 @@ def train(data: Any, config: TrainConfig, out_dir: str | Path, *, resume: str | 
             with open(out / "history.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
     bar.close()
+    digest = dist.check_in_sync(model, step)
+    if dist.enabled:
+        log.info("DDP: the %d ranks hold identical parameters (sha256 %s)", dist.world_size, digest[:16])
+    if not main:
+        return TrainResult(out, best_path, last_path, step, best, history, losses.note, None, digest)
     if not best_path.exists():  # e.g. resumed at the end
         save_checkpoint(best_path, model=ema if ema is not None else model,
                         model_raw=model if ema is not None else None, step=step, epoch=step // steps_per_epoch, disc=disc, opt_g=opt_g,
                         opt_d=opt_d, best_metric=best, history=history, rf_head=rf_head, **common)
     rf_rec = _rf_recovery(init_centres, ema if ema is not None else model, data, config.image_size, out)
-    return TrainResult(out, best_path, last_path, step, best, history, losses.note, rf_rec)
+    return TrainResult(out, best_path, last_path, step, best, history, losses.note, rf_rec, digest)
 
 
 def _rf_errors(model: HomeomorphicDecoder, data: Any, width: int) -> dict[str, float]:
@@ -321,18 +408,25 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
 def train_from_source(source: str | Path, config: TrainConfig, out_dir: str | Path, *,
                       resume: str | Path | None = None, cache_dir: str | Path | None = None,
                       things_dir: str | Path | None = None, monkey: str = "N",
-                      progress: bool = True) -> TrainResult:
-    """Load a session .h5 / TVSD folder with the config's windows, size and split, then train.
+                      progress: bool = True, nwb: dict[str, str | None] | None = None,
+                      dist: DistContext = SINGLE) -> TrainResult:
+    """Load a session .h5 / NWB file / TVSD folder with the config's windows, size and split, then train.
 
     TVSD only: things_dir is the local THINGS image folder, monkey 'N' or 'F'.
+    NWB only: nwb = {"series", "intervals", "images"} names (see rtdecode.sessions.nwb).
+    Under DDP every process loads the data; rank 0 first, so that it alone builds the map cache.
     """
     from .data import load_decoding_data
 
+    if not dist.is_main:
+        dist.barrier()
     data = load_decoding_data(source, windows=config.windows, image_size=config.image_size, split=config.split,
                               seed=config.data_seed, cache_dir=cache_dir, things_dir=things_dir, monkey=monkey,
-                              progress=progress)
+                              progress=progress and dist.is_main, nwb=nwb)
+    if dist.is_main:
+        dist.barrier()
     return train(data, config, out_dir, resume=resume, progress=progress,
-                 data_info={"source": str(source)})
+                 data_info={"source": str(source)}, dist=dist)
 
 
 def resume_config(checkpoint: str | Path, **overrides: Any) -> TrainConfig:

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import argparse
 
+from .nwb_options import add_nwb_options, nwb_selection
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score a decoder (ONNX and/or checkpoint) against a ridge baseline",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default=None, help="an rtdecode .onnx decoder (run with ONNX Runtime on the CPU)")
     p.add_argument("--checkpoint", default=None, help="a training checkpoint .pt (needs torch)")
-    p.add_argument("--data", required=True, help="an rtdecode session .h5 or a TVSD folder")
+    p.add_argument("--data", required=True, help="an rtdecode session .h5, an NWB file (.nwb) or a TVSD folder")
     p.add_argument("--out", default="runs/evaluate", help="folder for report.json and grid.png")
     p.add_argument("--split", choices=("train", "val", "test"), default="test", help="split to score")
     p.add_argument("--seed", type=int, default=None,
@@ -45,6 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grid", type=int, default=10, help="images shown in grid.png")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime CPU threads")
     p.add_argument("--cache-dir", default=None, help="cache the assembled window maps here")
+    add_nwb_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -76,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if args.seed is not None:
         opts["seed"] = args.seed
     load = dict(things_dir=args.things_dir, monkey=args.monkey, cache_dir=args.cache_dir,
-                progress=not args.no_progress)
+                progress=not args.no_progress, nwb=nwb_selection(args))
     data = load_decoding_data(args.data, **load, **opts)
     others = []
     if not args.no_ridge:  # the same recording and split through the other window plans

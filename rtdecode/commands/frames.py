@@ -4,6 +4,9 @@
   rtdecode frames DIR --list              one line per chunk (file, frames, seq range, shape)
   rtdecode frames DIR --export out.gif    animated GIF;  --export out_dir/  one PNG per frame
   --phosphene                             export [frame | phosphene rendering] panels instead
+  rtdecode frames DIR --export-nwb out.nwb [--model M.onnx]
+                                          NWB file: frames (ImageSeries, LSL timestamps), latency,
+                                          headers, model id and contract (the `nwb` extra)
 """
 
 from __future__ import annotations
@@ -19,6 +22,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--list", action="store_true", help="list the chunk files")
     p.add_argument("--export", default=None,
                    help="write frames: a path ending in .gif (animation) or a directory (PNG per frame)")
+    p.add_argument("--export-nwb", default=None, metavar="OUT.nwb",
+                   help="write frames, their LSL timestamps, latency, headers and the model's id and contract "
+                        "to an NWB file (needs the nwb extra)")
+    p.add_argument("--model", default=None,
+                   help="--export-nwb: the .onnx decoder that made the frames, for its contract "
+                        "(default: the one `serve --record` stored in the recording)")
+    p.add_argument("--subject", nargs="*", default=None, metavar="KEY=VALUE",
+                   help="--export-nwb: the subject, e.g. subject_id=N species='Macaca mulatta' sex=M age=P7Y")
+    p.add_argument("--subject-from", default=None, metavar="RAW.nwb",
+                   help="--export-nwb: copy the subject of this NWB file (the session's raw data)")
     p.add_argument("--start", type=int, default=0, help="first frame to export (0-based)")
     p.add_argument("--stop", type=int, default=None, help="frame to stop before (default: the end)")
     p.add_argument("--step", type=int, default=1, help="export every n-th frame")
@@ -34,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from ..sinks.recorder import open_recording_dir
 
     rec = open_recording_dir(args.directory)
-    if not args.list and not args.export:
+    if not args.list and not args.export and not args.export_nwb:
         summary = rec.summary()
         if args.json:
             print(json.dumps(summary, indent=2, default=str))
@@ -52,6 +65,12 @@ def run(args: argparse.Namespace) -> int:
 
         out["exported"] = export_frames(rec, args.export, start=args.start, stop=args.stop, step=args.step,
                                         fps=args.fps, phosphene=args.phosphene, n_phosphenes=args.phosphenes)
+    if args.export_nwb:
+        from ..sinks.nwb_export import export_nwb, subject_fields
+
+        out["exported_nwb"] = export_nwb(rec, args.export_nwb, model=args.model, start=args.start, stop=args.stop,
+                                         step=args.step, progress=not args.json,
+                                         subject=subject_fields(args.subject, args.subject_from))
     if args.json:
         print(json.dumps(out, indent=2, default=str))
         return 0
@@ -67,6 +86,12 @@ def run(args: argparse.Namespace) -> int:
     if args.export:
         e = out["exported"]
         print(f"exported {e['frames']} frames to {e['path']}")
+    if args.export_nwb:
+        e = out["exported_nwb"]
+        print(f"exported {e['frames']} frames of model {e['model_id']} to {e['path']}"
+              + (" with the decoder contract" if e["contract"] else ""))
+        for note in e["notes"]:
+            print(f"note: {note}")
     return 0
 
 

@@ -12,13 +12,13 @@ import logging
 import signal
 import sys
 
-from ..config import BAD_SAMPLE_POLICIES, FRAME_DTYPES, LSL_SCOPES, MODES, ServeConfig
+from ..config import BAD_SAMPLE_POLICIES, FRAME_DTYPES, INLET_MODES, LSL_SCOPES, MODES, ServeConfig
 
 log = logging.getLogger(__name__)
 
 _D = ServeConfig()
 _CHOICES = {"mode": MODES, "frame_dtype": FRAME_DTYPES, "on_bad_samples": BAD_SAMPLE_POLICIES,
-            "lsl_scope": LSL_SCOPES}
+            "lsl_scope": LSL_SCOPES, "inlet": INLET_MODES}
 
 # (flag, config key, type, help); type None = store_true/false pair handled separately
 _FLAGS = (
@@ -32,6 +32,8 @@ _FLAGS = (
     ("--markers", "marker_stream", str, "LSL marker stream (name or type) for --mode event"),
     ("--address", "address", str, "ZeroMQ PUB address (binding beyond 127.0.0.1 must be asked for here)"),
     ("--sndhwm", "sndhwm", int, "PUB high-water mark: frames queued per slow subscriber before dropping"),
+    ("--sndbuf", "sndbuf", int, "PUB kernel send buffer in bytes (0: the OS default, which lets a stalled "
+                                "subscriber find seconds of old frames; raise it for fast streams over slow links)"),
     ("--frame-dtype", "frame_dtype", str, "payload: uint8 (0..255) or float32 (0..1)"),
     ("--buffer-s", "buffer_s", float, "ring buffer length in seconds"),
     ("--on-bad-samples", "on_bad_samples", str, "windows with NaN/Inf or spanning a gap: skip or flag"),
@@ -39,8 +41,14 @@ _FLAGS = (
     ("--resolve-timeout", "resolve_timeout_s", float, "seconds to wait for the stream to appear"),
     ("--reconnect-timeout", "reconnect_timeout_s", float, "stop when a lost stream stays away this long"),
     ("--lsl-scope", "lsl_scope", str, "LSL discovery: machine (this computer) or network"),
+    ("--inlet", "inlet", str, "where LSL is pulled: thread (an inlet thread wakes the loop) or loop (the serve "
+                              "loop pulls itself: no thread hand-off)"),
+    ("--pin-cpu", "pin_cpu", int, "pin the serve loop (and ONNX Runtime's run with 1 thread) to this CPU; the "
+                                  "inlet thread keeps the others"),
     ("--record", "record", str, "also record frames and telemetry into this directory"),
     ("--status-interval", "status_interval_s", float, "seconds between status lines (0: off)"),
+    ("--heartbeat-interval", "heartbeat_interval_s", float,
+     "seconds between heartbeats (state, session id) on the PUB socket, topic 'heartbeat' (0: off)"),
     ("--prometheus-port", "prometheus_port", int, "serve Prometheus metrics at http://127.0.0.1:PORT/metrics"),
     ("--duration", "duration_s", float, "stop after this many seconds"),
     ("--max-frames", "max_frames", int, "stop after this many frames"),

@@ -1,14 +1,20 @@
-"""`rtdecode train --data S.h5`: train the homeomorphic decoder (needs the train extra: torch)."""
+"""`rtdecode train --data S.h5`: train the homeomorphic decoder (needs the train extra: torch).
+
+Several processes (DistributedDataParallel): `torchrun --nproc-per-node N -m rtdecode train --ddp ...`
+(training/distributed.py; docs/training.md, 'Several processes or GPUs').
+"""
 
 from __future__ import annotations
 
 import argparse
 
+from .nwb_options import add_nwb_options, nwb_selection
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the homeomorphic decoder on a recorded/simulated session or TVSD",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", required=True, help="an rtdecode session .h5 (e.g. from `rtdecode simulate`) or a TVSD folder")
+    p.add_argument("--data", required=True, help="an rtdecode session .h5 (e.g. from `rtdecode simulate`), an NWB file (.nwb) or a TVSD folder")
     p.add_argument("--preset", choices=("fast", "paper"), default=None,
                    help="base configuration (fast: 64x64 CPU demo model; paper: MonkeySee 96x96); fast when omitted%(default).0s")
     p.add_argument("--config", default=None, help="a JSON TrainConfig file (its 'preset' key picks the base)%(default).0s")
@@ -37,7 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", default=None, help="cache the assembled window maps here%(default).0s")
     p.add_argument("--things-dir", default=None, help="TVSD only: your local THINGS image folder%(default).0s")
     p.add_argument("--monkey", choices=("N", "F"), default="N", help="TVSD only: which monkey")
+    add_nwb_options(p)
     p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
+    p.add_argument("--ddp", action="store_true",
+                   help="one of N DistributedDataParallel processes started by torchrun (gloo on cpu, NCCL on cuda); "
+                        "--batch-size is per process, rank 0 writes the output")
     p.set_defaults(func=run)
 
 
@@ -49,7 +59,10 @@ def run(args: argparse.Namespace) -> int:
 
         raise ConfigError("training needs torch: pip install 'rtdecode[train]' (or the torch build for your GPU)") from None
     from rtdecode.training.config import load_config
+    from rtdecode.training.distributed import check_launch, distributed
     from rtdecode.training.train import resume_config, train_from_source
+
+    check_launch(args.ddp)  # before any data is read: --ddp without torchrun, torchrun without --ddp
 
     overrides = {"windows": args.windows, "epochs": args.epochs, "max_steps": args.max_steps,
                  "batch_size": args.batch_size, "lr": args.lr, "w_adv": args.w_adv, "w_vgg": args.w_vgg,
@@ -60,8 +73,12 @@ def run(args: argparse.Namespace) -> int:
                                                ("epochs", "max_steps", "device", "num_threads", "vgg_weights")})
     else:
         config = load_config(args.config, args.preset, **overrides)
-    result = train_from_source(args.data, config, args.out, resume=args.resume, cache_dir=args.cache_dir,
-                               things_dir=args.things_dir, monkey=args.monkey, progress=not args.no_progress)
+    with distributed(args.ddp, config.device) as dist:
+        result = train_from_source(args.data, config, args.out, resume=args.resume, cache_dir=args.cache_dir,
+                                   things_dir=args.things_dir, monkey=args.monkey, progress=not args.no_progress,
+                                   nwb=nwb_selection(args), dist=dist)
+    if not dist.is_main:
+        return 0
     if result.note:
         print(f"note: {result.note}")
     last = result.history[-1] if result.history else {}

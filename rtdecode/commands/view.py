@@ -28,6 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "when frame headers carry no stimulus)")
     p.add_argument("--mode", choices=("frame", "phosphene"), default="frame",
                    help="phosphene: add a simulated prosthetic-vision tile")
+    p.add_argument("--backend", choices=("builtin", "dynaphos", "pulse2percept"), default="builtin",
+                   help="phosphene renderer (--mode phosphene): builtin (fast, live), dynaphos or "
+                        "pulse2percept (optional extras, slow: offline comparisons); see "
+                        "docs/display-and-recording.md")
+    p.add_argument("--implant", choices=("grid", "cortivis", "orion", "icvp"), default="grid",
+                   help="--backend pulse2percept: one electrode per phosphene (grid, 1024) or one of "
+                        "pulse2percept's cortical devices")
     p.add_argument("--tile", type=int, default=192, help="size of each tile in pixels (frames are upscaled)")
     p.add_argument("--smooth", action="store_true", help="bilinear upscaling instead of nearest")
     p.add_argument("--fps", type=float, default=20.0, help="playback rate of the written animation")
@@ -60,7 +67,19 @@ def run(args: argparse.Namespace) -> int:
                 stimulus_at = feed.at
             except ConfigError as e:
                 log.warning("%s; the stimulus is shown only when frame headers name it", e)
-    composer = PanelComposer(tile=args.tile, mode=args.mode, images=images, smooth=args.smooth)
+    if args.mode != "phosphene" and (args.backend != "builtin" or args.implant != "grid"):
+        from ..errors import ConfigError
+
+        raise ConfigError("--backend and --implant choose the phosphene renderer: they need --mode phosphene")
+    opts = {"backend": args.backend}
+    if args.backend == "pulse2percept":
+        opts["p2p_implant"] = args.implant
+    elif args.implant != "grid":
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--implant {args.implant} is for --backend pulse2percept, not {args.backend}")
+    composer = PanelComposer(tile=args.tile, mode=args.mode, images=images, smooth=args.smooth,
+                             phosphene_opts=opts if args.mode == "phosphene" else None)
     if args.headless:
         sink = AnimationWriter(args.out, args.format, fps=args.fps)
     else:

@@ -24,6 +24,9 @@ for BLAS threads, and about 20x less arithmetic than the dense [H, N] x [N, W] p
 the frame (stimulation) uses the same sparse form in reverse. Backend "dynaphos" uses dynaphos' GaussianSimulator (temporal dynamics, current-dependent
 size, psychometric thresholds) with the parameters in `DYNAPHOS_PARAMS`, about two orders of
 magnitude slower; dynaphos, torch, PyYAML, SciPy and OpenCV are needed for it and never required.
+Backend "pulse2percept" draws with pulse2percept's cortical ScoreboardModel and the Polimeni (2006)
+visual-field map, on the same positions or on one of its devices (rtdecode.display.phosphene_p2p;
+the optional extra `p2p`), about three orders of magnitude slower than the builtin drawing.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ DYNAPHOS_PARAMS: dict[str, dict[str, Any]] = {
              "MD": 0.7, "I_half": 20.0e-6, "slope_size": 0.175e6},
 }
 
-BACKENDS = ("builtin", "dynaphos")
+BACKENDS = ("builtin", "dynaphos", "pulse2percept")
 
 
 def cortical_magnification(ecc_deg: np.ndarray, k: float = 17.3, a: float = 0.75) -> np.ndarray:
@@ -144,7 +147,9 @@ class PhospheneRenderer:
                  backend: str = "builtin", *, fov_deg: float = 16.0, positions: np.ndarray | None = None,
                  threshold: float = 0.1, saturation: float = 0.8, cortical_spread_mm: float = 0.5,
                  sample_scale: float = 0.5, min_sigma_px: float = 0.6, k_mm: float = 17.3,
-                 a_deg: float = 0.75, temporal: bool = False, dynaphos_params: dict | None = None):
+                 a_deg: float = 0.75, temporal: bool = False, dynaphos_params: dict | None = None,
+                 p2p_implant: str = "grid", p2p_at_deg: tuple[float, float] = (2.0, 2.0),
+                 p2p_rho_um: float = 200.0, p2p_threads: int = 1):
         if backend not in BACKENDS:
             raise ConfigError(f"phosphene backend must be one of {BACKENDS}, got {backend!r}")
         if len(size) != 2 or int(size[0]) < 2 or int(size[1]) < 2:
@@ -159,6 +164,14 @@ class PhospheneRenderer:
         self.threshold, self.saturation = float(threshold), float(saturation)
         self.k_mm, self.a_deg = float(k_mm), float(a_deg)
         self.temporal = bool(temporal)
+        p2p_electrodes = None
+        if backend == "pulse2percept" and p2p_implant != "grid":  # a device: its electrodes are the phosphenes
+            if positions is not None:
+                raise ConfigError(f"positions= is for implant 'grid'; the {p2p_implant!r} device has its own")
+            from .phosphene_p2p import device_positions
+
+            p2p_electrodes, deg = device_positions(p2p_implant, self.fov_deg, p2p_at_deg)
+            positions = deg / self.fov_deg + 0.5
         if positions is None:
             deg = cortical_map_positions(int(n_phosphenes), self.fov_deg, seed=seed, k=k_mm, a=a_deg)
             self.positions = (deg / self.fov_deg + 0.5).astype(np.float64)
@@ -192,6 +205,13 @@ class PhospheneRenderer:
         self._sim = None
         if backend == "dynaphos":
             self._sim = self._make_dynaphos(seed, dynaphos_params)
+        self._p2p = None
+        if backend == "pulse2percept":
+            from .phosphene_p2p import Pulse2PerceptDrawer
+
+            self._p2p = Pulse2PerceptDrawer((self.positions - 0.5) * self.fov_deg, self.size, self.fov_deg,
+                                            implant=p2p_implant, at_deg=p2p_at_deg, electrodes=p2p_electrodes,
+                                            rho_um=p2p_rho_um, threads=p2p_threads)
 
     @classmethod
     def from_layout(cls, layout: Any, **kwargs: Any) -> PhospheneRenderer:
@@ -283,6 +303,8 @@ class PhospheneRenderer:
         stim = self.stimulation(image)
         if self._sim is not None:
             return self._render_dynaphos(stim)
+        if self._p2p is not None:
+            return self._to_uint8(self._p2p.draw(self.brightness(stim), self._canvas))
         return self.draw(self.brightness(stim))
 
     def side_by_side(self, image: np.ndarray, gap: int = 4) -> np.ndarray:
@@ -303,7 +325,8 @@ class PhospheneRenderer:
         return {"backend": self.backend, "n_phosphenes": self.n_phosphenes, "size": list(self.size),
                 "fov_deg": self.fov_deg, "threshold": self.threshold, "saturation": self.saturation,
                 "k_mm": self.k_mm, "a_deg": self.a_deg,
-                "sigma_px_range": [float(self.sigma_px.min()), float(self.sigma_px.max())]}
+                "sigma_px_range": [float(self.sigma_px.min()), float(self.sigma_px.max())],
+                **({"pulse2percept": self._p2p.describe()} if self._p2p is not None else {})}
 
     # ---- dynaphos backend ----------------------------------------------------------------
     def dynaphos_params(self, overrides: dict | None = None) -> dict:

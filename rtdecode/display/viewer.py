@@ -7,6 +7,11 @@ Pieces, each usable alone:
   AnimationWriter   headless output: animated GIF (Pillow), PNG sequence, or MP4 (imageio + ffmpeg)
   PygameWindow      an on-screen window (pygame, optional)
   view(...)         the loop: FrameSubscriber -> panel -> sink, until a duration / frame count / stop
+
+The loop keeps only the newest frame (FrameSubscriber.recv_newest, the recipe in
+docs/protocol.md): after a stall of the viewer it shows the present, not the frames queued
+meanwhile. When frames stop, the server's heartbeat says why (stream lost, idle, stopping, or
+no heartbeat: dead); each change is drawn over the last frame.
 """
 
 from __future__ import annotations
@@ -231,7 +236,9 @@ class ViewStats:
 
     frames: int = 0
     shown: int = 0
-    seq_gaps: int = 0
+    seq_gaps: int = 0  # frames that did not arrive, or were passed over (`passed_over` of them)
+    passed_over: int = 0  # queued frames skipped for a newer one (the viewer had fallen behind)
+    server_states: list[str] = field(default_factory=list)  # heartbeat states seen, in order of change
     latencies: list[float] = field(default_factory=list)
     stimuli_known: int = 0
     output: str | None = None
@@ -248,7 +255,8 @@ class ViewStats:
         lat = self.latency_ms()
         lat_txt = (f"latency p50 {lat['p50']:.1f} ms, p90 {lat['p90']:.1f} ms, p99 {lat['p99']:.1f} ms, "
                    f"max {lat['max']:.1f} ms") if lat else "no latency figures"
-        return (f"{self.frames} frames received ({self.seq_gaps} lost in transit), {self.shown} shown; "
+        return (f"{self.frames} frames received ({self.seq_gaps} lost in transit or passed over, "
+                f"{self.passed_over} of them passed over for newer ones), {self.shown} shown; "
                 f"{lat_txt}" + (f"; wrote {self.output}" if self.output else ""))
 
 
@@ -267,11 +275,13 @@ def view(address: str, sink: Any, composer: PanelComposer, *, duration: float | 
     from ..protocol import FrameSubscriber
 
     own = subscriber is None
-    sub = subscriber or FrameSubscriber(address)
+    sub = subscriber or FrameSubscriber(address, rcvhwm=4)  # the recipe: a few frames queued at most
     stats = ViewStats()
     start = time.monotonic()
     last_shown = -1e9
     last_seq = None
+    last_frame: tuple[np.ndarray, int | None, int, str] | None = None  # image, stimulus, seq, extra
+    state_shown = "streaming"
     try:
         while True:
             now = time.monotonic()
@@ -291,9 +301,19 @@ def view(address: str, sink: Any, composer: PanelComposer, *, duration: float | 
                     and now - start >= first_frame_timeout):
                 stats.stopped_by = "no frames"
                 break
-            f = sub.recv(timeout=0.1)
+            f = sub.recv_newest(timeout=0.1)
+            state = sub.state() if hasattr(sub, "state") else "unknown"
+            if not stats.server_states or state != stats.server_states[-1]:
+                stats.server_states.append(state)
             if f is None:
+                if state not in ("streaming", "unknown") and state != state_shown and last_frame is not None:
+                    state_shown = state  # draw the change over the last frame, once
+                    img, stim, seq, extra = last_frame
+                    sink.write(composer.compose(img, stimulus=stim, seq=seq,
+                                                extra=f"server: {state.replace('_', ' ')}" + (f"; {extra}" if extra else "")))
                 continue
+            state_shown = "streaming"
+            stats.passed_over = getattr(sub, "discarded", 0)
             stats.frames += 1
             h = f.header
             if last_seq is not None and h.seq > last_seq + 1:
@@ -313,6 +333,7 @@ def view(address: str, sink: Any, composer: PanelComposer, *, duration: float | 
                 stats.stimuli_known += 1
             panel = composer.compose(f.image, stimulus=stim, latency_ms=lat * 1e3, seq=h.seq,
                                      extra=", ".join(h.flags))
+            last_frame = (f.image, stim, h.seq, ", ".join(h.flags))
             sink.write(panel)
             stats.shown += 1
     except KeyboardInterrupt:

@@ -62,11 +62,16 @@ class Pusher(ChildProcess):
               name: str | None = None, wait_consumer_s: float = 20.0, work_dir: str | Path | None = None) -> Pusher:
         """An amplifier-like stream for the benchmarks: 2 s of seeded noise cycled for `duration_s`,
         one sample per push when on time, everything due at once when late."""
-        block = np.random.default_rng(seed).standard_normal((int(fs * 2), n_channels)) * 0.5 + 1.0
+        block = cls.noise_block(n_channels=n_channels, fs=fs, seed=seed)
         name = name or unique("bench-mua")
-        return cls(work_dir, block.astype(np.float32), name=name, source_id=f"src-{name}", fs=fs, chunk=1,
+        return cls(work_dir, block, name=name, source_id=f"src-{name}", fs=fs, chunk=1,
                    n_samples=int(duration_s * fs), catch_up=True, lead_s=0.01, linger_s=1.0,
                    wait_consumer_s=wait_consumer_s)
+
+    @staticmethod
+    def noise_block(*, n_channels: int = 1024, fs: float = 1000.0, seed: int = 0) -> np.ndarray:
+        """The 2 s of float32 noise `noise` cycles: sample i of its stream is block[i % len(block)]."""
+        return (np.random.default_rng(seed).standard_normal((int(fs * 2), n_channels)) * 0.5 + 1.0).astype(np.float32)
 
     def base(self, timeout: float = 30.0) -> float:
         """LSL time of ts_rel = 0 (known once a consumer connected)."""

@@ -6,6 +6,11 @@ the skipped count and the service's monotonic stage stamps (rtdecode.sinks.publi
 optionally the image too. The rows go into a table filled in place (blocks of rows allocated
 as it grows, nothing per frame), saved as .npy when the child stops and read back as a
 `FrameLog`. Latency = received - newest_ts.
+
+It follows the client recipe of docs/protocol.md, as a display does: a small RCVHWM and kernel
+buffer, and `FrameSubscriber.recv_newest` (drain what is queued, keep the newest). A subscriber
+that falls behind passes frames over instead of reading old ones (`FrameLog.discarded` counts
+them; they also show as seq gaps), so the latencies are what a display would see.
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ class FrameLog:
     flagged: int = 0
     cpu_s: float | None = None
     images: np.ndarray | None = None
+    discarded: int = 0  # frames the subscriber passed over for a newer one (it had fallen behind)
 
     def col(self, name: str) -> np.ndarray:
         return self.table[:, self.columns.index(name)]
@@ -85,7 +91,7 @@ class FrameLog:
             return self
         keep = self.col("received") - self.col("received")[0] >= seconds
         return FrameLog(self.table[keep], self.columns, self.flagged, self.cpu_s,
-                        None if self.images is None else self.images[keep])
+                        None if self.images is None else self.images[keep], self.discarded)
 
     @classmethod
     def load(cls, folder: str | Path) -> FrameLog:
@@ -94,7 +100,8 @@ class FrameLog:
         images = folder / "images.npy"
         return cls(np.load(folder / "frames.npy", allow_pickle=False), tuple(info["columns"]),
                    int(info.get("flagged", 0)), info.get("cpu_s"),
-                   np.load(images, allow_pickle=False) if images.exists() else None)
+                   np.load(images, allow_pickle=False) if images.exists() else None,
+                   int(info.get("discarded", 0)))
 
 
 class Subscriber(ChildProcess):
@@ -107,7 +114,7 @@ class Subscriber(ChildProcess):
     child = None  # set below: _subscribe
 
     def __init__(self, address: str, *, work_dir: str | Path | None = None, max_frames: int | None = None,
-                 keep_images: bool = False, rcvhwm: int = 1000, start_timeout: float = 30.0,
+                 keep_images: bool = False, rcvhwm: int = 4, start_timeout: float = 30.0,
                  stop_timeout: float = 20.0):
         self.address = address
         self.frames: FrameLog | None = None
@@ -132,7 +139,7 @@ def _subscribe(link: ChildLink, address: str, rcvhwm: int, max_frames: int | Non
         while max_frames is None or table.n < max_frames:
             if drain_until is None and link.stop.is_set():
                 drain_until = time.monotonic() + DRAIN_S
-            f = sub.recv(timeout=0.1 if drain_until is None else 0.0)
+            f = sub.recv_newest(timeout=0.1 if drain_until is None else 0.0)
             if f is None:
                 if drain_until is not None:
                     break
@@ -142,7 +149,8 @@ def _subscribe(link: ChildLink, address: str, rcvhwm: int, max_frames: int | Non
             h = f.header
             table.append(f.received, h.newest_ts, h.ref_time, h.seq, h.skipped, h.stages,
                          to_uint8(f.image) if keep_images else None, flagged=bool(h.flags))
-    table.save(link, cpu_s=time.process_time() - cpu0)
+        discarded = sub.discarded
+    table.save(link, cpu_s=time.process_time() - cpu0, discarded=discarded)
     link.put(done=True, frames=table.n)
 
 

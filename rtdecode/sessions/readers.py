@@ -3,6 +3,7 @@
 `open_recording(path, ...)` picks the reader from what the path is:
   *.h5 / *.hdf5      rtdecode session (rtdecode.sessions.session_file format), MUA read in chunks from disk
   *.xdf / *.xdfz     XDF via pyxdf (clock offsets, resets and jitter handled as pyxdf does)
+  *.nwb              NWB via pynwb (the `nwb` extra; rtdecode.sessions.nwb.nwb_recording)
   a folder           TVSD (rtdecode.sessions.tvsd.tvsd_recording)
 """
 
@@ -25,20 +26,25 @@ SESSION_CHUNK = 1000  # samples read from HDF5 at a time (one chunk of the /mua 
 
 
 def open_recording(path: str | Path, *, layout: str | Path | ElectrodeLayout | None = None,
-                   stream: str | None = None, markers: str | None = None, **tvsd_opts: Any) -> Recording:
-    """A Recording from a session file (.h5), an XDF file (.xdf) or a TVSD folder."""
+                   stream: str | None = None, markers: str | None = None, nwb_series: str | None = None,
+                   nwb_intervals: str | None = None, nwb_images: str | None = None, **tvsd_opts: Any) -> Recording:
+    """A Recording from a session file (.h5), an XDF file (.xdf), an NWB file (.nwb) or a TVSD folder."""
     p = Path(path)
     if not p.exists():
-        raise SessionError(f"{p} does not exist; expected a session .h5, an .xdf file or a TVSD folder")
+        raise SessionError(f"{p} does not exist; expected a session .h5, an .xdf or .nwb file or a TVSD folder")
     if p.is_dir():
         return tvsd_folder_recording(p, **tvsd_opts)
     suffix = p.suffix.lower()
     if suffix in (".xdf", ".xdfz"):
         return xdf_recording(p, stream=stream, markers=markers, layout=layout)
+    if suffix == ".nwb":
+        from .nwb import nwb_recording
+
+        return nwb_recording(p, series=nwb_series, intervals=nwb_intervals, images=nwb_images, layout=layout)
     if suffix in (".h5", ".hdf5"):
         return session_recording(p)
-    raise SessionError(f"{p}: unknown file type {suffix!r}; expected a session .h5/.hdf5, an .xdf file "
-                       f"or a TVSD folder")
+    raise SessionError(f"{p}: unknown file type {suffix!r}; expected a session .h5/.hdf5, an .xdf file, "
+                       f"an .nwb file or a TVSD folder")
 
 
 # ---- rtdecode session files -------------------------------------------------------------------

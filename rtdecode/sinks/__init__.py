@@ -2,6 +2,8 @@
 
   publisher   FramePublisher: ZeroMQ PUB in the wire format of rtdecode.protocol (the service's
               own output; also usable as an extra Sink, e.g. a second address)
+  heartbeat   HeartbeatSender: the service's state (streaming / stream_lost / idle / stopping)
+              and session id on the publisher's socket, topic b"heartbeat"; not a Sink
   recorder    FrameRecorder: crash-safe HDF5 chunks (`serve --record`, `rtdecode record`)
   dashboard   Dashboard: a local web page, fed by its own ZeroMQ subscriber or, as a Sink, by the
               service in the same process

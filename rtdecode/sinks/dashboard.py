@@ -8,12 +8,17 @@ server serves
   /frame.png     the newest frame (404 until one arrived)
   /latency.png   latency over the last frames (matplotlib, Agg)
   /stats.json    frames received, last seq, latency percentiles (ms), malformed messages, the
-                 last error, the receiver's failure, the service's telemetry (when fed one)
+                 last error, the receiver's failure, the service's telemetry (when fed one), the
+                 server's state from its heartbeat (`server_state`, `heartbeat`) and the frames
+                 passed over for newer ones
+The receiver keeps only the newest frame (FrameSubscriber.recv_newest, docs/protocol.md), so
+after any stall the page shows the present; the page says when the server is not streaming.
 It binds to 127.0.0.1 unless told otherwise (a host beyond loopback needs allow_remote=True, as
 for the Prometheus endpoint); port 0 picks a free port (see `.url`).
 
-Errors: a malformed message is counted, shown as `last_error`, and the receiver carries on. A
-failure of the receiver thread follows rtdecode.threads: stored with context, logged once,
+Errors: no frame yet, or none for `stale_s` seconds, is shown as the status (the publisher is not
+running, or not sending). A malformed message is counted, shown as `last_error`, and the receiver
+carries on. A failure of the receiver thread follows rtdecode.threads: stored with context, logged once,
 shown as `receiver_failed` (the page keeps serving the last frame, marked stale by the error);
 `raise_if_failed()` raises it, and so does close() under RTDECODE_RAISE_IN_THREADS.
 """
@@ -43,7 +48,7 @@ PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>rtdecode</titl
 <body style="background:#111;color:#ddd;font-family:sans-serif">
 <h3>rtdecode: newest frame and latency</h3>
 <p id="e" style="color:#f77">{status}</p>
-<img id="f" src="/frame.png" style="image-rendering:pixelated;width:384px">
+<img id="f" src="/frame.png" alt="no frame yet" style="image-rendering:pixelated;width:384px">
 <img id="l" src="/latency.png" style="width:480px"><pre id="s"></pre>
 <script>
 setInterval(() => {{
@@ -73,10 +78,13 @@ class Dashboard:
     """
 
     def __init__(self, address: str | None = DEFAULT_ADDRESS, *, host: str = "127.0.0.1", port: int = 0,
-                 history: int = 1000, allow_remote: bool = False):
+                 history: int = 1000, stale_s: float = 2.0, allow_remote: bool = False):
         if host not in LOOPBACK and not allow_remote:  # the same guard as the Prometheus endpoint
             raise ConfigError(f"dashboard host {host!r} is not loopback; pass allow_remote=True to show "
                               "the frames beyond this machine")
+        self.address = address
+        self.stale_s = float(stale_s)
+        self._last_at: float | None = None  # monotonic time of the newest frame
         self._lock = threading.Lock()
         self._frame: np.ndarray | None = None
         self._seq: int | None = None
@@ -91,7 +99,7 @@ class Dashboard:
         if address is not None:
             from ..protocol import FrameSubscriber
 
-            self._sub = FrameSubscriber(address)
+            self._sub = FrameSubscriber(address, rcvhwm=4)  # the recipe: a few frames queued at most
         self._server = ThreadingHTTPServer((host, int(port)), self._handler())
         self._server.daemon_threads = True
         self.url = f"http://{host}:{self._server.server_address[1]}"
@@ -119,6 +127,7 @@ class Dashboard:
         lat_ms = ((time.monotonic() if received is None else received) - header.newest_ts) * 1e3
         with self._lock:
             self._frame, self._seq = img, header.seq
+            self._last_at = time.monotonic()
             self._lat_ms.append(lat_ms)
             self.frames += 1
 
@@ -131,7 +140,7 @@ class Dashboard:
         with self._guard:
             while not self._stop.is_set():
                 try:
-                    f = self._sub.recv(timeout=0.1)
+                    f = self._sub.recv_newest(timeout=0.1)
                 except MalformedFrameError as e:  # one bad message: count it, show it, carry on
                     self._skip_malformed(e)
                     continue
@@ -155,6 +164,11 @@ class Dashboard:
         failure = self.failure
         out["receiver_failed"] = None if failure is None else str(failure)
         out["status"] = self.status()
+        if self._sub is not None:
+            hb = self._sub.heartbeat
+            out["server_state"] = self._sub.state()
+            out["heartbeat"] = None if hb is None else vars(hb).copy()
+            out["passed_over"] = self._sub.discarded
         if lat.size:
             out["latency_ms"] = {"n": int(lat.size), "median": float(np.median(lat)),
                                  "p95": float(np.percentile(lat, 95)), "max": float(lat.max())}
@@ -163,14 +177,26 @@ class Dashboard:
         return out
 
     def status(self) -> str:
-        """The error the page shows: the receiver's failure, else the latest malformed message ('' if none)."""
+        """The error the page shows ('' if none): the receiver's failure, else no frame yet or none
+        for `stale_s` seconds, and the latest malformed message."""
         failure = self.failure
         if failure is not None:
             return f"receiver stopped: {failure}"
+        parts = []
+        src = "" if self.address is None else f" from {self.address}"
         with self._lock:
-            if self.last_error is None:
-                return ""
-            return f"skipped {self.malformed} malformed message(s), the last: {self.last_error}"
+            if self._last_at is None:
+                parts.append(f"no frame received yet{src}")
+            elif (age := time.monotonic() - self._last_at) > self.stale_s:
+                parts.append(f"no frame for {age:.1f} s{src} (the last: seq {self._seq})")
+            if self.last_error is not None:
+                parts.append(f"skipped {self.malformed} malformed message(s), the last: {self.last_error}")
+        state = "unknown" if self._sub is None else self._sub.state()
+        if state in ("stream_lost", "idle", "stopping", "dead"):
+            parts.append({"stream_lost": "server: the LSL stream is lost (reconnecting); the frame shown is old",
+                          "idle": "server: idle (no new samples or onsets); the frame shown is the last one",
+                          "stopping": "server: stopping", "dead": "server: no heartbeat (not running?)"}[state])
+        return "; ".join(parts)
 
     def page(self) -> bytes:
         return PAGE.format(status=html.escape(self.status())).encode()
@@ -189,7 +215,8 @@ class Dashboard:
         ax = fig.add_subplot()
         ax.plot(lat, lw=0.8)
         ax.set_xlabel(f"frame (last {lat.size})")
-        ax.set_ylabel("newest sample -> receipt (ms)")
+        ax.set_ylabel("latency (ms)")
+        ax.set_title("newest sample -> receipt", fontsize=9)
         fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png")

@@ -1,8 +1,11 @@
 """ZeroMQ PUB side of the wire format in rtdecode/protocol.py, and a preallocated frame encoder.
 
 `FramePublisher` binds a PUB socket (loopback by default), sends [topic, header, payload]
-with copy=True (faster than zero-copy at these sizes, see reference/realtime-facts.md) and a
-small SNDHWM: a subscriber that does not keep up loses frames; the decoder never waits.
+with copy=True (faster than zero-copy at these sizes, see reference/realtime-facts.md), a
+small SNDHWM and a small kernel send buffer (SO_SNDBUF, protocol.SOCKET_BUFFER_BYTES): a
+subscriber that does not keep up loses frames, the decoder never waits, and what waits for a
+stalled subscriber is a few frames, not the megabytes loopback TCP would grow to. It also sends
+the service's heartbeats ([b"heartbeat", JSON], protocol.Heartbeat).
 """
 
 from __future__ import annotations
@@ -16,7 +19,15 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from ..protocol import PROTOCOL_VERSION, TOPIC, FrameHeader, encode_frame
+from ..protocol import (
+    HEARTBEAT_TOPIC,
+    PROTOCOL_VERSION,
+    SOCKET_BUFFER_BYTES,
+    TOPIC,
+    FrameHeader,
+    Heartbeat,
+    encode_frame,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +65,10 @@ class HeaderEncoder:
     order, floats as repr), for the stages in STAGE_NAMES; it builds no dict per frame.
     """
 
-    def __init__(self, model_id: str, shape: Sequence[int], dtype: str, stages: Sequence[str] = STAGE_NAMES):
+    def __init__(self, model_id: str, shape: Sequence[int], dtype: str, stages: Sequence[str] = STAGE_NAMES,
+                 session: str | None = None):
         self.model_id = model_id
+        self.session = session
         self.shape = tuple(int(v) for v in shape)
         self.dtype = dtype
         self.stage_names = tuple(stages)
@@ -63,6 +76,7 @@ class HeaderEncoder:
         self._mid = f',"model_id":{json.dumps(model_id)},"ref_time":'
         self._stage_keys = [("{" if i == 0 else ",") + json.dumps(k) + ":" for i, k in enumerate(self.stage_names)]
         self._post = (f'}},"shape":{json.dumps(list(self.shape), separators=(",", ":"))},"dtype":{json.dumps(dtype)},"flags":')
+        self._end = f',"session":{json.dumps(session)}}}'
 
     def encode(self, seq: int, ref_time: float, newest_ts: float, stages: Sequence[float],
                flags: Sequence[str] = (), skipped: int = 0, stimulus: int | None = None) -> bytes:
@@ -77,7 +91,7 @@ class HeaderEncoder:
         parts.append(str(int(skipped)))
         parts.append(',"stimulus":')
         parts.append("null" if stimulus is None else str(int(stimulus)))
-        parts.append("}")
+        parts.append(self._end)
         return "".join(parts).encode()
 
     def header(self, seq: int, ref_time: float, newest_ts: float, stages: Sequence[float],
@@ -86,7 +100,7 @@ class HeaderEncoder:
         return FrameHeader(seq=int(seq), model_id=self.model_id, ref_time=ref_time, newest_ts=newest_ts,
                            shape=self.shape, dtype=self.dtype,
                            stages=dict(zip(self.stage_names, stages, strict=True)), flags=list(flags),
-                           skipped=int(skipped), stimulus=stimulus)
+                           skipped=int(skipped), stimulus=stimulus, session=self.session)
 
 
 class FramePublisher:
@@ -96,7 +110,7 @@ class FramePublisher:
     also be handed to a service as an extra output.
     """
 
-    def __init__(self, address: str, *, sndhwm: int = 4, context: Any = None):
+    def __init__(self, address: str, *, sndhwm: int = 4, sndbuf: int = SOCKET_BUFFER_BYTES, context: Any = None):
         import zmq
 
         self._zmq = zmq
@@ -104,6 +118,8 @@ class FramePublisher:
         self._ctx = context or zmq.Context.instance()
         self.sock = self._ctx.socket(zmq.PUB)
         self.sock.setsockopt(zmq.SNDHWM, int(sndhwm))
+        if sndbuf:  # 0: the OS default (grows to megabytes per subscriber on loopback)
+            self.sock.setsockopt(zmq.SNDBUF, int(sndbuf))
         self.sock.setsockopt(zmq.LINGER, 0)
         try:
             self.sock.bind(address)
@@ -114,6 +130,7 @@ class FramePublisher:
         self.endpoint = self.sock.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.sent = 0
         self.dropped = 0
+        self.heartbeats = 0
 
     def publish(self, header: FrameHeader | bytes, payload: np.ndarray) -> bool:
         """Send one frame; False when the socket refused it (then it is counted in `dropped`)."""
@@ -126,6 +143,15 @@ class FramePublisher:
         self.sent += 1
         return True
 
+    def publish_heartbeat(self, heartbeat: Heartbeat) -> bool:
+        """Send one heartbeat [b"heartbeat", JSON]; False when the socket refused it (not counted)."""
+        try:
+            self.sock.send_multipart((HEARTBEAT_TOPIC, heartbeat.to_bytes()), flags=self._zmq.NOBLOCK)
+        except self._zmq.Again:
+            return False
+        self.heartbeats += 1
+        return True
+
     def write(self, header: FrameHeader, image: np.ndarray) -> None:
         """Sink: publish (a refused send is counted in `dropped`, as for publish)."""
         self.publish(header, image)
@@ -133,8 +159,9 @@ class FramePublisher:
     def write_telemetry(self, record: dict[str, Any]) -> None:
         """Sink: nothing to do; the wire carries frames only (their headers hold the stage times)."""
 
-    def close(self) -> None:
-        self.sock.close(0)
+    def close(self, linger_s: float = 0.0) -> None:
+        """Close the socket; `linger_s` > 0 gives messages still queued (a last heartbeat) that long to leave."""
+        self.sock.close(int(linger_s * 1000))
 
     def __enter__(self) -> FramePublisher:
         return self

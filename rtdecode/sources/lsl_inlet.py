@@ -150,7 +150,7 @@ class LslSource(GuardedWorker):
         self._watch_sid = ""
         self._dead_uids: set[str] = set()  # outlets left behind (a resolver may still list them)
         self._backoff = self.backoff_s
-        self.lost = False  # the outlet is gone and no new one was connected yet
+        self.lost = False  # the outlet is gone and no new one was connected yet (the heartbeat's stream_lost)
         self._staging: np.ndarray | None = None
         self._flags = np.zeros(self.max_chunk, dtype=np.uint8)
         self._gap_dt = 1.5 / self.fs
@@ -248,12 +248,32 @@ class LslSource(GuardedWorker):
         return inlet
 
     # ---- thread --------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, thread: bool = True) -> None:
+        """Start pulling: in a thread of its own, or (thread=False) only when the owner calls `poll`."""
         if self._inlet is None:
             self.open()
         self._stop.clear()
+        if not thread:
+            return
         self._thread = threading.Thread(target=self._run, name=f"lsl-inlet-{self.query}", daemon=True)
         self._thread.start()
+
+    def poll(self, timeout: float) -> None:
+        """Pull in the caller's thread (after start(thread=False)): wait up to `timeout` s for a
+        sample, then drain what is queued into the ring. Same checks, reconnects and failure
+        policy as the thread (a failure is stored in `failure`, never raised here)."""
+        if self._guard.failure is not None or self._inlet is None:
+            return
+        pylsl = lsl()
+        with self._guard:
+            try:
+                n = self._pull_once(timeout)
+                while n == self.max_chunk:  # a backlog after a stall: all of it before the loop decides
+                    n = self._pull_once(0.0)
+            except pylsl.util.LostError:
+                self._reconnect()
+            if self._marker_inlet is not None:
+                self._pull_markers()
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
@@ -286,16 +306,17 @@ class LslSource(GuardedWorker):
         finally:
             self.wake.set()
 
-    def _pull_once(self) -> None:
+    def _pull_once(self, timeout: float | None = None) -> int:
+        """One pull_chunk into the ring; returns how many samples it brought."""
         staging = self._staging
-        _, ts = self._inlet.pull_chunk(timeout=self.pull_timeout_s, max_samples=self.max_chunk,
-                                       dest_obj=staging, min_samples=1)
+        _, ts = self._inlet.pull_chunk(timeout=self.pull_timeout_s if timeout is None else timeout,
+                                       max_samples=self.max_chunk, dest_obj=staging, min_samples=1)
         n = len(ts)
         arrival = time.monotonic()
         if n == 0:
             if arrival - self._last_data >= self.loss_check_s and arrival >= self._next_check:
                 self._check_outlet(arrival)
-            return
+            return 0
         self._last_data = arrival
         reset = self._inlet.was_clock_reset()  # liblsl's own recovery reconnected this inlet
         if self.lost or reset:
@@ -310,6 +331,7 @@ class LslSource(GuardedWorker):
         if n < self.max_chunk or self._since_wake >= self.capacity // 2 or not self._backlog():
             self._since_wake = 0
             self.wake.set()
+        return n
 
     def _write(self, data: np.ndarray, ts: np.ndarray, arrival: float) -> None:
         """Check a pulled chunk and append it to the ring (flags and bad ranges when not clean)."""
