@@ -7,7 +7,10 @@ Three processes (the loopback rig, rtdecode.rig):
   sample is its serial number;
 - `rtdecode serve` as a child process (the bundled demo model, ONNX Runtime on the CPU),
   stopped with SIGINT at the end; its --summary-json says what it accepted;
-- a `Subscriber` child receiving the frames (receipt time, newest sample's timestamp).
+- a `Subscriber` child receiving the frames (receipt time, newest sample's timestamp);
+- a stalled subscriber child following docs/protocol.md's recipe (FrameSubscriber(rcvhwm=4),
+  recv_newest(max_age_s=0.1)): it stops reading for `--stall` seconds at a time, then notes
+  how long after waking it had a frame younger than 100 ms.
 
 Reported (chaos-<tag>.json / .md in --out): samples pushed vs accepted by the service (every
 pushed sample had a consumer: 0 may be lost), restarts vs reconnects, whether the service was
@@ -36,7 +39,8 @@ from typing import Any
 import numpy as np
 
 from rtdecode.machine import load_average, machine_facts
-from rtdecode.rig import ChaosOutlet, Subscriber, free_tcp_address, unique
+from rtdecode.rig import ChaosOutlet, ChildLink, ChildProcess, Subscriber, free_tcp_address, unique
+from rtdecode.telemetry import latency_summary
 
 log = logging.getLogger("chaos")
 
@@ -44,10 +48,31 @@ DEMO_MODEL = Path(__file__).resolve().parents[1] / "rtdecode" / "assets" / "demo
 FRESH_FRAME_LIMIT_S = 1.0
 
 
+def _stalled(link: ChildLink, address: str, stall_s: float) -> None:
+    """Stall, wake, take the newest fresh frame (docs/protocol.md's recipe); note the wait."""
+    from rtdecode.protocol import FrameSubscriber
+
+    waits: list[float] = []
+    ages: list[float] = []
+    with FrameSubscriber(address, rcvhwm=4) as sub:
+        link.mark_ready()
+        while not link.stop.wait(stall_s):
+            woke = time.monotonic()
+            f = sub.recv_newest(timeout=2.0, max_age_s=0.1)
+            if f is not None:
+                waits.append(f.received - woke)
+                ages.append(f.latency_s)
+            else:
+                waits.append(float("nan"))
+                ages.append(float("nan"))
+            link.put(waits_s=waits, ages_s=ages, discarded=sub.discarded)
+
+
 def run_chaos(*, minutes: float = 10.0, restart_every_s: float = 60.0, out_dir: str | Path = "benchmarks/results",
               tag: str | None = None, model: str | Path = DEMO_MODEL, n_channels: int = 1024,
               nan_every_s: float = 7.0, bad_ts_every_s: float = 3.0, stride_ms: float = 16.0,
-              threads: int | None = 1, seed: int = 0, progress_s: float = 30.0) -> dict[str, Any]:
+              threads: int | None = 1, seed: int = 0, progress_s: float = 30.0,
+              stall_s: float = 5.0) -> dict[str, Any]:
     """One chaos run; writes chaos-<tag>.json/.md into out_dir and returns the results."""
     from rtdecode.lslconfig import configure_lsl
 
@@ -62,6 +87,8 @@ def run_chaos(*, minutes: float = 10.0, restart_every_s: float = 60.0, out_dir: 
     outlet = ChaosOutlet(work, duration_s=duration_s, n_channels=n_channels, restart_every_s=restart_every_s,
                          nan_every_s=nan_every_s, bad_ts_every_s=bad_ts_every_s, seed=seed, wait_consumer_s=60.0)
     sub = Subscriber(address, work_dir=work / "subscriber", start_timeout=60.0, stop_timeout=60.0)
+    stalled = ChildProcess(_stalled, {"address": address, "stall_s": stall_s}, role="stalled-subscriber",
+                           work_dir=work / "stalled", stop_timeout=10.0)
     summary_path = work / "serve-summary.json"
     env = dict(os.environ)
     env.setdefault("LSLAPICFG", str(Path(__file__).resolve().parents[1] / "deploy" / "lsl_api.cfg"))
@@ -74,6 +101,7 @@ def run_chaos(*, minutes: float = 10.0, restart_every_s: float = 60.0, out_dir: 
     load_before = load_average()
     serve_log = open(work / "serve.log", "w")
     sub.start()
+    stalled.start()
     serve = None
     alive_at_end = False
     try:
@@ -105,11 +133,17 @@ def run_chaos(*, minutes: float = 10.0, restart_every_s: float = 60.0, out_dir: 
         serve_log.close()
         pushed = outlet.stop()
         sub.stop()
+        stall_state = stalled.stop()
     if outlet.error:
         raise RuntimeError(f"the chaos outlet failed: {outlet.error}")
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     frames = sub.frames
     results = analyse(pushed, summary, frames, rc=rc, alive_at_end=alive_at_end)
+    waits = [w for w in stall_state.get("waits_s", [])]
+    results["stalled_subscriber"] = {"stall_s": stall_s, "wakes": len(waits),
+                                     "no_fresh_frame_within_2s": sum(1 for w in waits if not math.isfinite(w)),
+                                     "wake_to_fresh_frame_ms": latency_summary([w * 1e3 for w in waits]),
+                                     "frames_passed_over": stall_state.get("discarded")}
     results.update({"tag": tag, "model": str(model), "started": time.strftime("%Y-%m-%d %H:%M:%S",
                                                                               time.localtime(started_wall)),
                     "load_average_before": load_before, "load_average_after": load_average(),
@@ -202,8 +236,16 @@ def markdown(r: dict) -> str:
         f"- service alive at the end: {sv['alive_at_end']}, exit status {sv['exit_status']}, "
         f"stop: {sv['stop_reason']}, frames {sv['frames']}, skipped {sv['skipped']}",
         f"- bad samples pushed {b['pushed']}, counted {b['counted']}",
-        f"- events {sv['event_counts']}", "",
+        f"- events {sv['event_counts']}",
     ]
+    st = r.get("stalled_subscriber")
+    if st:
+        w = st["wake_to_fresh_frame_ms"]
+        lines.append(f"- stalled subscriber (docs/protocol.md recipe, {st['stall_s']:g}-s stalls): {st['wakes']} wakes, "
+                     f"wake -> frame younger than 100 ms p50 {w.get('p50_ms', float('nan')):.1f} ms, "
+                     f"max {w.get('max_ms', float('nan')):.1f} ms; none within 2 s: {st['no_fresh_frame_within_2s']}; "
+                     f"frames passed over {st['frames_passed_over']}")
+    lines.append("")
     return "\n".join(lines)
 
 

@@ -458,15 +458,19 @@ class LslSource(GuardedWorker):
     def _check_outlet(self, now: float) -> None:
         """No sample for loss_check_s: is the outlet still there? Connect a restarted one."""
         name = self._stream_info.name()
-        infos = self._watched()  # instant: what the background resolver saw lately
-        if not any(i.uid() != self._uid for i in infos):  # no new outlet seen yet: ask now
-            # (_watched leaves out the outlets already left behind)
+        watched = self._watched()  # what the background resolver saw lately (forgets after 2 s)
+        infos = watched
+        if not any(i.uid() != self._uid for i in watched):  # no new outlet seen there: ask now
             try:
-                infos = self._resolve_same(max(0.2, min(self._backoff, 1.0)))
+                infos = self._resolve_same(max(0.3, min(self._backoff, 1.0)))
             except Exception as e:  # the resolver itself failed: try again later
                 log.warning("resolving stream %r failed (%s)", name, e)
                 infos = []
-            if any(i.uid() == self._uid for i in infos):  # still there, only quiet
+            new_seen = any(i.uid() != self._uid and i.uid() not in self._dead_uids for i in infos)
+            # still there, only quiet: the one-shot resolve found it, or it found no new outlet and
+            # the background resolver still lists the current one (a one-shot resolve on a busy
+            # machine may miss a live outlet; the background one forgets a dead one after 2 s)
+            if any(i.uid() == self._uid for i in infos) or (not new_seen and watched):
                 self._next_check = time.monotonic() + self.loss_check_s
                 self._backoff = self.backoff_s
                 self._misses = 0
