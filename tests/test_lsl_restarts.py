@@ -25,10 +25,11 @@ def _serials(src: LslSource) -> np.ndarray:
 
 
 def test_repeated_restarts_never_end_the_source_and_lose_nothing(tmp_path):
-    """Eight restarts, some with no pause at all and short up-times in between: the source never
-    raises, counts every restart, and holds every pushed sample exactly once, in order."""
+    """Restarts, some with no pause at all, each after outlets that come up and vanish within 80 ms
+    (a reconnect may find one of those): the source never raises, counts every restart, and holds
+    every pushed sample exactly once, in order."""
     with ChaosOutlet(tmp_path, duration_s=6.0, n_channels=4, restart_every_s=0.5,
-                     down_s=(0.0, 0.05, 0.0, 0.3)) as outlet:
+                     down_s=(0.0, 0.05, 0.0, 0.3), flaps=2, flap_s=0.08) as outlet:
         src = _source(outlet.name).open()
         src.start()
         try:
@@ -38,20 +39,20 @@ def test_repeated_restarts_never_end_the_source_and_lose_nothing(tmp_path):
         finally:
             src.stop()
     t = src.telemetry
-    assert done["restarts"] >= 4
-    assert t.reconnects == done["restarts"]
+    assert done["restarts"] >= 2
+    assert t.reconnects >= done["restarts"]  # a flapping outlet it reached counts as well
     assert t.samples == done["pushed"]
     got = _serials(src)
     assert np.all(np.diff(got) > 0), "a sample came twice or out of order"
     kinds = [e["kind"] for e in t.incidents]
-    assert kinds.count("reconnected") == done["restarts"]
+    assert kinds.count("reconnected") == t.reconnects and kinds.count("lost") >= done["restarts"]
     assert not src.lost
 
 
 def test_a_stall_across_a_restart_loses_no_queued_sample(tmp_path):
     """The source opened but not pulling while the outlet pushes, restarts and pushes again: the
     samples queued before the restart are all delivered once, in order, then the new outlet's."""
-    with ChaosOutlet(tmp_path, duration_s=5.0, n_channels=4, restart_every_s=1.0, down_s=(0.3,)) as outlet:
+    with ChaosOutlet(tmp_path, duration_s=7.0, n_channels=4, restart_every_s=1.0, down_s=(0.3,)) as outlet:
         src = _source(outlet.name).open()  # connected, nothing pulled
         done = outlet.wait_done(90)
         assert done["restarts"] >= 1
@@ -66,7 +67,7 @@ def test_a_stall_across_a_restart_loses_no_queued_sample(tmp_path):
     assert src.telemetry.samples == done["pushed"]
     assert np.all(np.diff(got) > 0)
     n_before = int((got < before).sum())
-    assert n_before > 500 and len(got) > n_before + 500 # the first outlet pushed for ~1 s
+    assert n_before > 500 and len(got) > n_before + 100 # the first outlet pushed for ~1 s
     np.testing.assert_array_equal(got[:n_before], np.arange(n_before))
     # the restart shows at least as a gap before the new outlet's first sample (no window spans it)
     assert src.telemetry.gaps >= 1 and src.ring.flags(n_before, 1)[0] & FLAG_GAP

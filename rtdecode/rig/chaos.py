@@ -10,7 +10,9 @@ jittered chunk sizes (1..`max_chunk`) at jittered intervals; optionally
   timestamps, `bad_ts_every_s` apart, alternating,
 - restarts: every `restart_every_s` the outlet is destroyed (after `flush_s`, so the samples
   pushed reach the consumer), nothing is pushed for the next of `down_s` (cycled), and a new
-  outlet with the same name and source_id is created. It waits up to `wait_consumer_s` for a
+  outlet with the same name and source_id is created (after `flaps` outlets that come up and
+  vanish again within `flap_s`, pushing nothing: a device that does not come up at once). It
+  waits up to `wait_consumer_s` for a
   consumer before pushing again (samples due meanwhile are never produced, as with a device
   that is off), so every pushed sample had a consumer: the consumer must get all of them.
 
@@ -36,13 +38,15 @@ class ChaosOutlet(ChildProcess):
                  fs: float = 1000.0, name: str | None = None, restart_every_s: float | None = None,
                  down_s: tuple[float, ...] = (0.0, 0.05, 0.3, 1.0), max_chunk: int = 37,
                  nan_every_s: float | None = None, nan_len: int = 20, bad_ts_every_s: float | None = None,
-                 flush_s: float = 0.2, wait_consumer_s: float = 20.0, seed: int = 0, linger_s: float = 30.0):
+                 flush_s: float = 0.2, wait_consumer_s: float = 20.0, seed: int = 0, linger_s: float = 30.0,
+                 flaps: int = 0, flap_s: float = 0.03):
         self.name = name or unique("chaos")
         spec = {"name": self.name, "source_id": f"src-{self.name}", "duration_s": float(duration_s),
                 "n_channels": int(n_channels), "fs": float(fs), "restart_every_s": restart_every_s,
                 "down_s": [float(d) for d in down_s], "max_chunk": int(max_chunk), "nan_every_s": nan_every_s,
                 "nan_len": int(nan_len), "bad_ts_every_s": bad_ts_every_s, "flush_s": float(flush_s),
-                "wait_consumer_s": float(wait_consumer_s), "seed": int(seed), "linger_s": float(linger_s)}
+                "wait_consumer_s": float(wait_consumer_s), "seed": int(seed), "linger_s": float(linger_s),
+                "flaps": int(flaps), "flap_s": float(flap_s)}
         folder = None if work_dir is None else Path(work_dir) / unique("chaos")
         super().__init__(_chaos, {"spec": spec}, role="chaos-outlet", work_dir=folder, start_timeout=30.0,
                          stop_timeout=5.0)
@@ -88,6 +92,11 @@ def _chaos(link: ChildLink, spec: dict) -> None:
             time.sleep(spec["flush_s"])  # let what was pushed reach the consumer
             del outlet
             time.sleep(spec["down_s"][counts["restarts"] % len(spec["down_s"])])
+            for _ in range(spec["flaps"]):  # a device coming up and going away again before it stays
+                flap = make_outlet()
+                time.sleep(spec["flap_s"])
+                del flap
+                time.sleep(spec["flap_s"])
             outlet = make_outlet()
             up = pylsl.local_clock()
             outlet.wait_for_consumers(spec["wait_consumer_s"])

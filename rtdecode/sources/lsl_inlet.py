@@ -19,8 +19,8 @@
   thread asks the resolver whether the outlet it reads (its uid) is still there: if not, a
   `lost` event is recorded; once a stream with the same source_id (else the same query) and a
   new uid appears, a fresh inlet is opened (with backoff; a stream that vanishes again while
-  it is being opened is just retried) and the old one, already drained (silence means its
-  queue is empty), is closed. When liblsl's own recovery reconnects the old inlet first (a
+  it is being opened is just retried) and the old one, empty (silence, nothing available), is
+  closed. When liblsl's own recovery reconnects the old inlet first (a
   stalled process: it takes ~1 s), that inlet is kept: its queue holds the old outlet's
   samples then the new one's, in order. Either way the first sample after it is flagged as a
   gap and `reconnected` is recorded. A stream without source_id cannot be recovered by
@@ -224,10 +224,13 @@ class LslSource(GuardedWorker):
         # recover=True: a vanished outlet does not discard the queued samples (see the docstring)
         inlet = pylsl.StreamInlet(info, max_buflen=buflen, recover=True,
                                   processing_flags=self._proc_flags(), as_numpy=True)
+        # a reconnect waits briefly: an outlet that vanished again would hold the thread (and the
+        # frames) for the whole resolve timeout; the next check retries
+        open_timeout = self.resolve_timeout_s if wait_clock else min(self.resolve_timeout_s, 1.0)
         try:
-            inlet.open_stream(timeout=self.resolve_timeout_s)
+            inlet.open_stream(timeout=open_timeout)
             # the full info, cached now: a pull after the outlet vanished would otherwise wait for it
-            inlet.info(timeout=self.resolve_timeout_s)
+            inlet.info(timeout=open_timeout)
         except Exception as e:
             try:
                 inlet.close_stream()
@@ -322,7 +325,12 @@ class LslSource(GuardedWorker):
         if self.lost or reset:
             # a new outlet; after liblsl's own recovery the chunk may still begin with the old
             # outlet's queued samples, so the timestamps (not a forced flag) mark the gap
-            self._recovered(arrival, force_gap=self.lost, relearn=reset)
+            # relearn the uid: liblsl may have moved this inlet to a new outlet without saying so
+            # (was_clock_reset needs a clock offset, which a just-opened inlet may not have yet)
+            self._recovered(arrival, force_gap=self.lost, relearn=True)
+        elif self._misses:  # a silence check missed the outlet, then samples came: same reason
+            self._misses = 0
+            self._relearn()
         self._write(staging[:n], ts, arrival)
         # A full chunk may leave a backlog (after a stall): pull it all before waking the loop,
         # so it decodes the newest window instead of the stale ones in between - but wake it at
@@ -484,17 +492,23 @@ class LslSource(GuardedWorker):
             self._recovered(time.monotonic(), force_gap=False, relearn=True)
             return
         if fresh:
-            new = fresh[0]
+            new = max(fresh, key=lambda i: i.created_at())  # the newest: older ones may be gone too
             try:
                 self.check(new)
                 inlet = self._open_inlet(new, wait_clock=False)
             except StreamLostError as e:  # it vanished again while being opened: retry
                 log.warning("stream %r: %s; retrying", name, e)
             else:
+                if self._backlog():
+                    # liblsl's recovery reconnected the old inlet while the new one was opened:
+                    # keep the old (what it holds came to no other inlet), drop the new one unread
+                    self._close_old(inlet)
+                    self._recovered(time.monotonic(), force_gap=False, relearn=True)
+                    return
                 old, self._inlet = self._inlet, inlet
                 self._dead_uids.add(self._uid)
                 self._stream_info, self._uid = new, new.uid()
-                self._drain_and_close(old)
+                self._close_old(old)
                 self._recovered(time.monotonic(), force_gap=True, relearn=False)
                 return
         waited = time.monotonic() - (self._lost_at or now)
@@ -523,22 +537,24 @@ class LslSource(GuardedWorker):
             log.debug("continuous resolver failed (%s)", e)
             return []
 
-    def _drain_and_close(self, old: Any) -> None:
-        """Pull what is left in the inlet of a vanished outlet (normally nothing), then close it."""
-        try:
-            left = old.samples_available()
-            while left > 0:
-                staging = self._staging
-                _, ts = old.pull_chunk(timeout=0.0, max_samples=min(left, self.max_chunk), dest_obj=staging)
-                if len(ts) == 0:
-                    break
-                self._write(staging[:len(ts)], np.asarray(ts), time.monotonic())
-                left -= len(ts)
-        except Exception as e:  # a broken inlet: what it held is gone with it
-            log.warning("draining the old inlet failed (%s)", e)
+    @staticmethod
+    def _close_old(old: Any) -> None:
+        """Close the inlet of a vanished outlet. Its queue was empty when the switch began (no sample
+        for loss_check_s, none available); anything in it now came from liblsl's own recovery onto
+        the new outlet, which the new inlet delivers too, so it is not drained (no duplicates)."""
         try:
             old.close_stream()
         except Exception:  # closing a lost inlet may fail; nothing to do about it
+            pass
+
+    def _relearn(self) -> None:
+        """The uid of the outlet now read (after liblsl's recovery moved the inlet): the newest live one."""
+        try:
+            infos = [i for i in self._resolve_same(1.0) if i.uid() not in self._dead_uids]
+            if infos:
+                new = max(infos, key=lambda i: i.created_at())
+                self._stream_info, self._uid = new, new.uid()
+        except Exception:  # the next silence check resolves again
             pass
 
     def _mark_lost(self, now: float) -> None:
@@ -565,12 +581,7 @@ class LslSource(GuardedWorker):
         self._after_reconnect = self._after_reconnect or force_gap
         self._last_data = now
         if relearn:  # liblsl's recovery: learn the new outlet's uid
-            try:
-                infos = self._resolve_same(1.0)
-                if infos:
-                    self._stream_info, self._uid = infos[0], infos[0].uid()
-            except Exception:  # the next silence check resolves again
-                pass
+            self._relearn()
         self.telemetry.reconnects += 1
         self.telemetry.event("reconnected", after_s=max(0.0, now - lost_at), sample=self.ring.count)
         log.warning("stream %r back after %.2f s", self._stream_info.name(), max(0.0, now - lost_at))
