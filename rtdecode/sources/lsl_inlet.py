@@ -466,7 +466,7 @@ class LslSource(GuardedWorker):
     def _check_outlet(self, now: float) -> None:
         """No sample for loss_check_s: is the outlet still there? Connect a restarted one."""
         name = self._stream_info.name()
-        watched = self._watched()  # what the background resolver saw lately (forgets after 2 s)
+        watched = self._watched()  # what the background resolver saw lately (forgets after 1 s)
         infos = watched
         if not any(i.uid() != self._uid for i in watched):  # no new outlet seen there: ask now
             try:
@@ -474,11 +474,9 @@ class LslSource(GuardedWorker):
             except Exception as e:  # the resolver itself failed: try again later
                 log.warning("resolving stream %r failed (%s)", name, e)
                 infos = []
-            new_seen = any(i.uid() != self._uid and i.uid() not in self._dead_uids for i in infos)
-            # still there, only quiet: the one-shot resolve found it, or it found no new outlet and
-            # the background resolver still lists the current one (a one-shot resolve on a busy
-            # machine may miss a live outlet; the background one forgets a dead one after 2 s)
-            if any(i.uid() == self._uid for i in infos) or (not new_seen and watched):
+            # still there, only quiet (a one-shot resolve on a busy machine may miss a live outlet:
+            # two misses in a row before it counts as lost)
+            if any(i.uid() == self._uid for i in infos):
                 self._next_check = time.monotonic() + self.loss_check_s
                 self._backoff = self.backoff_s
                 self._misses = 0
@@ -529,7 +527,7 @@ class LslSource(GuardedWorker):
             return []
         try:
             if self._watch is None or self._watch_sid != sid:
-                self._watch = lsl().ContinuousResolver(prop="source_id", value=sid, forget_after=2.0)
+                self._watch = lsl().ContinuousResolver(prop="source_id", value=sid, forget_after=1.0)
                 self._watch_sid = sid
             return [i for i in self._watch.results()
                     if i.name() == self._stream_info.name() and i.uid() not in self._dead_uids]
@@ -559,8 +557,7 @@ class LslSource(GuardedWorker):
 
     def _mark_lost(self, now: float) -> None:
         name = self._stream_info.name()
-        self._dead_uids.add(self._uid)
-        self.lost = True
+        self.lost = True  # (its uid is not marked dead: a resolver may only have missed it)
         self._lost_at = now
         self.telemetry.lost = True
         self.telemetry.event("lost", last_ts=self._last_ts, sample=self.ring.count)
