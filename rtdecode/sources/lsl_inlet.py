@@ -563,7 +563,8 @@ class LslSource(GuardedWorker):
         self.telemetry.event("lost", last_ts=self._last_ts, sample=self.ring.count)
         log.warning("stream %r lost after sample %d; reconnecting (source_id %r)", name, self.ring.count,
                     self._stream_info.source_id())
-        self._guard.doing = f"reconnecting to stream {name!r}"
+        if self.reconnect:
+            self._guard.doing = f"reconnecting to stream {name!r}"
 
     def _recovered(self, now: float, *, force_gap: bool, relearn: bool) -> None:
         """A new outlet is read (by a fresh inlet, or liblsl reconnected the old one)."""
