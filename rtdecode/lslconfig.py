@@ -3,7 +3,7 @@
 liblsl's default resolve scope sends multicast/broadcast queries out of every interface. For a
 single-machine rig (and every test, demo and benchmark) rtdecode applies machine scope before the
 first LSL call of the process. A multi-machine rig opts out by pointing LSLAPICFG at its own
-lsl_api.cfg, or by `lsl.scope = "network"` in its rtdecode config.
+lsl_api.cfg, or by `lsl_scope = "network"` in its serve config (`--lsl-scope network`).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def configure_lsl(scope: str = "machine", config_file: str | os.PathLike | None 
     else:
         from .errors import ConfigError
 
-        raise ConfigError(f"lsl.scope must be 'machine' or 'network', got {scope!r}")
+        raise ConfigError(f"lsl_scope must be 'machine' or 'network', got {scope!r}")
     return _applied
 
 

@@ -64,6 +64,7 @@ class ServeSummary:
     model_id: str = ""
     stream: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    stream_lost: bool = False  # the run ended while the outlet was gone (no new one connected)
 
     @property
     def ok(self) -> bool:
@@ -72,12 +73,14 @@ class ServeSummary:
     def to_dict(self) -> dict[str, Any]:
         return {"frames": self.frames, "skipped": self.skipped, "stop_reason": self.stop_reason,
                 "error": self.error, "engine": self.engine, "model_id": self.model_id,
-                "stream": self.stream, "telemetry": self.telemetry}
+                "stream": self.stream, "stream_lost": self.stream_lost, "telemetry": self.telemetry}
 
     def text(self) -> str:
         head = [f"stopped: {self.stop_reason}", f"model {self.model_id} on {self.engine}"]
         if self.error:
             head.append(f"error: {self.error}")
+        if self.stream_lost:
+            head.append("the stream was lost when the run ended (exit status 3)")
         return "\n".join(head) + "\n" + summary_text(self.telemetry)
 
 
@@ -235,7 +238,8 @@ class DecoderService:
                             stop_reason=self._stop_reason, telemetry=snap,
                             engine=self.engine.describe() if self.engine else "",
                             model_id=self.contract.model_id if self.contract else "",
-                            stream=dict(self.source.info) if self.source else {}, error=error)
+                            stream=dict(self.source.info) if self.source else {}, error=error,
+                            stream_lost=bool(getattr(self.source, "lost", False)))
 
     def _pin(self) -> set[int] | None:
         """Pin this thread (the serve loop) to config.pin_cpu; returns the affinity to restore."""

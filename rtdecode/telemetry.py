@@ -126,6 +126,10 @@ class LatencyHistogram:
         self.max = -math.inf
 
 
+INCIDENT_KINDS = ("lost", "reconnected")
+MAX_INCIDENTS = 10000
+
+
 class Telemetry:
     """What the service did: frames, skipped windows by reason, stream health, latencies."""
 
@@ -144,9 +148,14 @@ class Telemetry:
         self.duplicates = 0
         self.nan_samples = 0
         self.reconnects = 0
+        self.lost = False  # the outlet is gone right now (set by the source)
         self.markers = 0
         self.newest_ts = math.nan  # LSL timestamp of the newest sample pulled
-        self.events: deque[dict[str, Any]] = deque(maxlen=max_events)  # bad ranges, reconnects
+        self.events: deque[dict[str, Any]] = deque(maxlen=max_events)  # the newest bad ranges
+        # outlet losses and reconnects are kept apart, never evicted by a long run of bad ranges
+        # (bounded all the same: past MAX_INCIDENTS only the counts grow)
+        self.incidents: list[dict[str, Any]] = []
+        self.event_counts: dict[str, int] = {}  # every event ever recorded, by kind
         self.input_fit: dict[str, Any] | None = None  # written by rtdecode.fit.FitMonitor (state, score per area)
         self._last_status = (self.started, 0)
 
@@ -155,8 +164,17 @@ class Telemetry:
         self.skipped[reason] = self.skipped.get(reason, 0) + n
 
     def event(self, kind: str, **info: Any) -> None:
-        """Remember a notable range or incident (bounded: the oldest are forgotten)."""
-        self.events.append({"kind": kind, **info})
+        """Remember a notable range or incident; counted by kind for ever.
+
+        `lost` / `reconnected` go to `incidents` (kept, up to MAX_INCIDENTS); the bad ranges to
+        `events` (bounded: the oldest are forgotten).
+        """
+        self.event_counts[kind] = self.event_counts.get(kind, 0) + 1
+        if kind in INCIDENT_KINDS:
+            if len(self.incidents) < MAX_INCIDENTS:
+                self.incidents.append({"kind": kind, **info})
+        else:
+            self.events.append({"kind": kind, **info})
 
     def record_frame(self, durations: dict[str, float]) -> None:
         self.frames += 1
@@ -211,10 +229,12 @@ class Telemetry:
             "stream": {"samples": self.samples, "chunks": self.chunks, "gaps": self.gaps,
                        "missing_samples": self.missing_samples, "out_of_order": self.out_of_order,
                        "duplicates": self.duplicates, "nan_samples": self.nan_samples,
-                       "reconnects": self.reconnects, "markers": self.markers},
+                       "reconnects": self.reconnects, "markers": self.markers, "lost": self.lost},
             "latency_ms": {name: _clean(h.summary()) for name, h in self.stages.items()},
             "events": list(self.events),
             "input_fit": None if self.input_fit is None else dict(self.input_fit),
+            "event_counts": dict(self.event_counts),
+            "incidents": list(self.incidents),
         }
 
 
@@ -228,8 +248,12 @@ def summary_text(snap: dict[str, Any]) -> str:
         f"stream: {s['samples']} samples in {s['chunks']} chunks; gaps {s['gaps']} "
         f"(~{s['missing_samples']} samples missing); out-of-order {s['out_of_order']}; "
         f"duplicates {s['duplicates']}; NaN/Inf samples {s['nan_samples']}; reconnects {s['reconnects']}",
-        f"{'latency (ms)':<14}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}",
     ]
+    if s.get("lost"):
+        lines.append("STREAM LOST: the outlet was gone when the run ended (no new one connected)")
+    if snap.get("event_counts"):
+        lines.append("events: " + ", ".join(f"{k} {v}" for k, v in sorted(snap["event_counts"].items())))
+    lines.append(f"{'latency (ms)':<14}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}")
     for name, h in snap["latency_ms"].items():
         if not h["count"]:
             continue

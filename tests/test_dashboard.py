@@ -152,3 +152,12 @@ def test_a_failed_receiver_is_shown_and_the_page_keeps_serving(monkeypatch, rais
                 dash.close()
     finally:
         sock.close(0)
+
+
+def test_dashboard_refuses_a_host_beyond_loopback_unless_asked():
+    from rtdecode.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="0.0.0.0.*not loopback.*allow_remote"):
+        Dashboard(None, host="0.0.0.0")
+    with pytest.raises(ConfigError, match="192.168.1.5"):
+        Dashboard(None, host="192.168.1.5")  # refused before any socket is made

@@ -118,7 +118,7 @@ def test_outlet_loss_reconnects_and_counts_the_gap(tmp_path, rng):
     resumed = p.state()["resumed_at"]
     assert pushed == 800 + (n - resumed)
     assert pushed - 5 <= t.samples <= pushed
-    events = {e["kind"]: e for e in t.events}
+    events = {e["kind"]: e for e in [*t.events, *t.incidents]}
     assert {"lost", "reconnected", "gap"} <= set(events)
     # the first sample after the reconnect is flagged, so no window spans the outage
     first_after = events["reconnected"]["sample"]
@@ -143,3 +143,24 @@ def test_a_stall_longer_than_the_ring_loses_no_sample(tmp_path, rng):
     assert t.out_of_order == 0 and t.duplicates == 0
     ring = src.ring
     np.testing.assert_array_equal(ring.window(ring.count - 200, 200), data[-200:])
+
+
+def test_duplicate_and_backward_timestamps_are_their_own_events_without_phantom_gaps(tmp_path, rng):
+    """A sample stamped like the one before it and one stamped 5 samples back, each in place of its
+    own timestamp (the stream is otherwise regular): no gap, no missing sample, two events."""
+    n = 600
+    ts = np.arange(n) / FS
+    ts[200] = ts[199]  # duplicate
+    ts[400] = ts[399] - 5 / FS  # backward
+    data = rng.normal(size=(n, 8)).astype(np.float32)
+    with Pusher(tmp_path, data, ts, chunk=7) as p:
+        src = _source(p.name).open()
+        _run_until_samples(src, n)
+    t = src.telemetry
+    assert (t.duplicates, t.out_of_order) == (1, 1)
+    assert t.gaps == 0 and t.missing_samples == 0
+    kinds = {(e["kind"], e["first_sample"]) for e in t.events}
+    assert kinds == {("duplicate", 200), ("backward", 400)}
+    assert t.event_counts == {"duplicate": 1, "backward": 1}
+    assert np.flatnonzero(src.ring.flags(0, n) & FLAG_DISORDER).tolist() == [200, 400]
+    assert not (src.ring.flags(0, n) & FLAG_GAP).any()

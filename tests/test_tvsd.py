@@ -53,9 +53,28 @@ def write_mat73(path: Path, **variables) -> None:
         _matlab_header(fh)
 
 
+def write_mat5(path: Path, **variables) -> None:
+    """A MATLAB v5 .mat file as MATLAB's save(..., '-v7') writes it: string lists become cell arrays."""
+    from scipy.io import savemat
+
+    out = {}
+    for k, v in variables.items():
+        if isinstance(v, list):
+            cell = np.empty((1, len(v)), dtype=object)
+            cell[0, :] = v
+            v = cell
+        out[k] = v
+    savemat(str(path), out, format="5")
+
+
 def make_tvsd(root: Path, rng, *, mapping: bool = True, allmat_wide: bool = False, n_electrodes: int = 1024,
-              n_bins: int = 300, incorrect: int = 1, drop: tuple[str, ...] = (), missing_image: bool = False):
-    """A tiny monkey-N folder + THINGS folder. MUA[r, trial, t] = r + 1000 * trial + 0.25 * (t >= 100)."""
+              n_bins: int = 300, incorrect: int = 1, drop: tuple[str, ...] = (), missing_image: bool = False,
+              v5: bool = False):
+    """A tiny monkey-N folder + THINGS folder. MUA[r, trial, t] = r + 1000 * trial + 0.25 * (t >= 100).
+
+    v5: the image list, mapping and RF files as MATLAB v5 files (scipy.io.savemat), the MUA as v7.3.
+    """
+    small = write_mat5 if v5 else write_mat73
     folder = root / "TVSD" / "monkeyN"
     (folder / "_logs").mkdir(parents=True)
     things = root / "THINGS" / "object_images"
@@ -70,7 +89,7 @@ def make_tvsd(root: Path, rng, *, mapping: bool = True, allmat_wide: bool = Fals
     test_paths = [f"/mnt/things/object_images/{c}/{c}_01b.png" for c in cats[N_TRAIN:]]
     if missing_image:
         test_paths[-1] = "object_images/nothing/nothing_01b.png"
-    write_mat73(folder / "_logs" / "things_imgs.mat", train_imgs=train_paths, test_imgs=test_paths)
+    small(folder / "_logs" / "things_imgs.mat", train_imgs=train_paths, test_imgs=test_paths)
 
     rows = [(k + 1, 0, 1) for k in range(N_TRAIN)] + [(0, j + 1, r + 1) for r in range(TEST_REPS)
                                                       for j in range(N_TEST)]
@@ -91,11 +110,11 @@ def make_tvsd(root: Path, rng, *, mapping: bool = True, allmat_wide: bool = Fals
     write_mat73(folder / "THINGS_MUA_trials.mat", **mua_vars)
     perm = rng.permutation(1024) + 1
     if mapping:
-        write_mat73(folder / "1024chns_mapping_20220105.mat", mapping=perm.astype(np.float64))
+        small(folder / "1024chns_mapping_20220105.mat", mapping=perm.astype(np.float64))
     cx = rng.uniform(-200, 200, size=1024)
     cy = rng.uniform(-200, 200, size=1024)
     cx[7] = np.nan
-    write_mat73(folder / "THINGS_RFs.mat", all_centrex=cx, all_centrey=cy)
+    small(folder / "THINGS_RFs.mat", all_centrex=cx, all_centrey=cy)
     return {"folder": folder, "things": root / "THINGS", "perm": perm - 1 if mapping else np.arange(1024),
             "cx": cx, "cy": cy, "pics": pics, "cats": cats, "n_trials": n, "rows": rows}
 
@@ -127,6 +146,31 @@ def test_folder_reads_table_mapping_rfs(tmp_path, rng):
     assert block.shape == (300, 1024)
     np.testing.assert_allclose(block[50], t["perm"] + 1000 * trial)
     np.testing.assert_allclose(block[150], t["perm"] + 1000 * trial + 0.25)
+
+
+def test_small_files_may_be_matlab_v5(tmp_path, rng):
+    """THINGS_RFs.mat, the mapping and _logs/things_imgs.mat saved as MATLAB v5 read as v7.3 ones do."""
+    t = make_tvsd(tmp_path, rng, v5=True)
+    with open(t["folder"] / "THINGS_RFs.mat", "rb") as fh:
+        assert b"MATLAB 5.0" in fh.read(128)
+    tv = TVSDFolder(tmp_path / "TVSD", monkey="N")
+    np.testing.assert_array_equal(tv.perm, t["perm"])
+    rf = tv.layout.rf_centres
+    r = t["perm"][11]
+    assert rf[11, 0] == pytest.approx(t["cx"][r] / 500 + 0.5)
+    assert rf[11, 1] == pytest.approx(0.5 - t["cy"][r] / 500)
+    train, test = tv.image_paths()
+    assert len(train) == N_TRAIN and train[0] == f"C:\\Users\\lab\\THINGS\\object_images\\{t['cats'][0]}\\{t['cats'][0]}_01b.png"
+    assert test[0] == f"/mnt/things/object_images/{t['cats'][N_TRAIN]}/{t['cats'][N_TRAIN]}_01b.png"
+
+
+def test_v5_file_without_the_array_names_what_it_holds(tmp_path):
+    write_mat5(tmp_path / "x.mat", other=np.zeros(3))
+    with pytest.raises(SessionError, match="no array 'names'.*other"):
+        read_cellstr(tmp_path / "x.mat", "names")
+    (tmp_path / "junk.mat").write_bytes(b"not a mat file at all" * 10)
+    with pytest.raises(SessionError, match="neither a MATLAB v7.3"):
+        read_cellstr(tmp_path / "junk.mat", "names")
 
 
 def test_allmat_either_orientation_and_no_mapping(tmp_path, rng):

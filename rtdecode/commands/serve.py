@@ -99,6 +99,12 @@ def parse_engine_opts(items: list[str]) -> dict:
     return out
 
 
+# Exit statuses (docs/serving.md): 0 a clean stop (signal, duration, max frames), 1 an error (the
+# stream gone past reconnect_timeout_s, engine, model, sink), 2 bad usage or config, 3 a stop
+# while the stream was lost (not reconnected yet), 130 interrupted before the service ran.
+EXIT_STREAM_LOST = 3
+
+
 def run(args: argparse.Namespace) -> int:
     from ..service import DecoderService
 
@@ -130,5 +136,8 @@ def run(args: argparse.Namespace) -> int:
     if summary.error:
         print(f"rtdecode serve: error: {summary.error}", file=sys.stderr)
         return 1
+    if summary.stream_lost:
+        print("rtdecode serve: the stream was lost when the run ended", file=sys.stderr)
+        return EXIT_STREAM_LOST
     return 0
 

@@ -1,6 +1,7 @@
 """Reader for the THINGS Ventral Stream Spiking Dataset (TVSD, Papale et al.), one monkey's folder.
 
-Files (MATLAB v7.3 = HDF5; h5py returns arrays with MATLAB's axis order reversed):
+Files (MATLAB v7.3 = HDF5; h5py returns arrays with MATLAB's axis order reversed; the small ones -
+RFs, image list, mapping - may also be MATLAB v5 files, read with scipy.io.loadmat):
   THINGS_MUA_trials.mat   ALLMUA  MATLAB [1024, trial, 300]  -> h5py (300, trial, 1024)
                           ALLMAT  MATLAB [trial, 7] (or [7, trial]): trial_idx, train_idx, test_idx,
                                   rep, count, correct, day (1-based MATLAB indices; 0 = not that kind)
@@ -71,8 +72,38 @@ def _dataset(f: Any, name: str, path: Path) -> Any:
     return f[name]
 
 
+def is_v73(path: Path) -> bool:
+    """True for a MATLAB v7.3 (HDF5) file, False for an older (v5) .mat file."""
+    import h5py
+
+    if not path.exists():
+        raise SessionError(f"TVSD file {path} does not exist")
+    return bool(h5py.is_hdf5(path))
+
+
+def load_v5(path: Path) -> dict[str, Any]:
+    """The variables of a MATLAB v5 .mat file (scipy.io.loadmat; scipy comes with the train extra)."""
+    try:
+        from scipy.io import loadmat
+    except ImportError as e:
+        raise SessionError(f"{path} is a MATLAB v5 file; reading it needs scipy (pip install 'rtdecode[train]'), "
+                           "or re-save it in MATLAB with save(..., '-v7.3')") from e
+    try:
+        return {k: v for k, v in loadmat(str(path)).items() if not k.startswith("__")}
+    except Exception as e:
+        raise SessionError(f"{path} is neither a MATLAB v7.3 (HDF5) nor a readable MATLAB v5 file ({e})") from e
+
+
+def _v5_var(d: dict[str, Any], name: str, path: Path) -> Any:
+    if name not in d:
+        raise SessionError(f"{path}: no array {name!r} (the file holds {sorted(d)})")
+    return d[name]
+
+
 def read_matrix(path: Path, name: str) -> np.ndarray:
-    """A numeric MATLAB array, in MATLAB's axis order (h5py's order reversed)."""
+    """A numeric MATLAB array, in MATLAB's axis order (h5py's order reversed; v5 files as they are)."""
+    if not is_v73(path):
+        return np.asarray(_v5_var(load_v5(path), name, path))
     with _open_mat(path) as f:
         ds = _dataset(f, name, path)
         return np.asarray(ds[()]).T
@@ -82,6 +113,8 @@ def read_cellstr(path: Path, name: str) -> list[str]:
     """A MATLAB cell array of strings (or a char matrix) as a list, in MATLAB's linear order."""
     import h5py
 
+    if not is_v73(path):
+        return _v5_cellstr(_v5_var(load_v5(path), name, path), path, name)
     with _open_mat(path) as f:
         ds = _dataset(f, name, path)
         if ds.dtype == h5py.ref_dtype or ds.dtype.kind == "O":
@@ -92,6 +125,24 @@ def read_cellstr(path: Path, name: str) -> list[str]:
             return ["".join(map(chr, r)).rstrip(" \x00") for r in rows]
         raise SessionError(f"{path}: {name!r} is neither a cell array of strings nor a char matrix "
                            f"(dtype {ds.dtype})")
+
+
+def _v5_cellstr(a: Any, path: Path, name: str) -> list[str]:
+    a = np.asarray(a)
+    if a.dtype.kind == "U":  # a char matrix: one string per row
+        return [str(r).rstrip(" \x00") for r in a.ravel()]
+    if a.dtype.kind != "O":
+        raise SessionError(f"{path}: {name!r} is neither a cell array of strings nor a char matrix (dtype {a.dtype})")
+    out = []
+    for cell in a.ravel(order="F"):  # MATLAB's linear order is column-major
+        c = np.asarray(cell)
+        if c.size == 0:
+            out.append("")
+        elif c.dtype.kind == "U":
+            out.append("".join(str(x) for x in c.ravel()).rstrip("\x00"))
+        else:
+            raise SessionError(f"{path}: an entry of {name!r} is not a MATLAB char array (dtype {c.dtype})")
+    return out
 
 
 def _char(ds: Any, path: Path, name: str) -> str:
@@ -195,13 +246,21 @@ class TVSDFolder:
         if path is None:
             log.info("%s: no 1024chns_mapping_*.mat; channels taken to be in layout order already", self.folder)
             return None
-        with _open_mat(path) as f:
-            names = [k for k in f.keys() if not k.startswith("#")]
-            cands = [k for k in names if getattr(f[k], "size", 0) == N_ELECTRODES and f[k].dtype.kind in "uif"]
-            if not cands:
-                raise SessionError(f"{path}: no 1024-element channel mapping array (the file holds {names})")
-            name = "mapping" if "mapping" in cands else cands[0]
-            perm = np.asarray(f[name][()]).ravel().astype(np.int64)
+        if is_v73(path):
+            with _open_mat(path) as f:
+                arrays = {k: f[k] for k in f.keys() if not k.startswith("#")}
+                names = list(arrays)
+                cands = [k for k, v in arrays.items() if getattr(v, "size", 0) == N_ELECTRODES and v.dtype.kind in "uif"]
+                name = "mapping" if "mapping" in cands else (cands[0] if cands else "")
+                perm = np.asarray(arrays[name][()]).ravel().astype(np.int64) if cands else None
+        else:
+            arrays = {k: np.asarray(v) for k, v in load_v5(path).items()}
+            names = list(arrays)
+            cands = [k for k, v in arrays.items() if v.size == N_ELECTRODES and v.dtype.kind in "uif"]
+            name = "mapping" if "mapping" in cands else (cands[0] if cands else "")
+            perm = arrays[name].ravel().astype(np.int64) if cands else None
+        if perm is None:
+            raise SessionError(f"{path}: no 1024-element channel mapping array (the file holds {names})")
         if perm.min() == 1:
             perm = perm - 1
         if not np.array_equal(np.sort(perm), np.arange(N_ELECTRODES)):

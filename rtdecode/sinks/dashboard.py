@@ -13,7 +13,8 @@ server serves
                  passed over for newer ones
 The receiver keeps only the newest frame (FrameSubscriber.recv_newest, docs/protocol.md), so
 after any stall the page shows the present; the page says when the server is not streaming.
-It binds to 127.0.0.1 unless told otherwise; port 0 picks a free port (see `.url`).
+It binds to 127.0.0.1 unless told otherwise (a host beyond loopback needs allow_remote=True, as
+for the Prometheus endpoint); port 0 picks a free port (see `.url`).
 
 Errors: no frame yet, or none for `stale_s` seconds, is shown as the status (the publisher is not
 running, or not sending). A malformed message is counted, shown as `last_error`, and the receiver
@@ -36,8 +37,10 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..protocol import DEFAULT_ADDRESS, FrameHeader, MalformedFrameError, to_uint8
 from ..threads import ThreadFailure, ThreadGuard, raise_in_threads
+from .prometheus import LOOPBACK
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +78,10 @@ class Dashboard:
     """
 
     def __init__(self, address: str | None = DEFAULT_ADDRESS, *, host: str = "127.0.0.1", port: int = 0,
-                 history: int = 1000, stale_s: float = 2.0):
+                 history: int = 1000, stale_s: float = 2.0, allow_remote: bool = False):
+        if host not in LOOPBACK and not allow_remote:  # the same guard as the Prometheus endpoint
+            raise ConfigError(f"dashboard host {host!r} is not loopback; pass allow_remote=True to show "
+                              "the frames beyond this machine")
         self.address = address
         self.stale_s = float(stale_s)
         self._last_at: float | None = None  # monotonic time of the newest frame

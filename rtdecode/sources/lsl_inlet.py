@@ -12,10 +12,20 @@
   a stall of the process shorter than that loses none:
   gaps (dt > 1.5 / fs), out-of-order and duplicated timestamps, NaN/Inf samples are counted,
   flagged per sample in the ring (see ringbuffer.FLAG_*) and remembered as bad ranges.
-- The inlet is opened with recover=False, so a vanished outlet raises pylsl's LostError; the
-  thread then re-resolves (by source_id when the stream has one, else by the original query)
-  with exponential backoff, flags the first sample after it as a gap, and resumes. It gives up
-  with StreamLostError after `reconnect_timeout_s`.
+- Outlet restarts lose nothing that reached the inlet. The inlet is opened with recover=True:
+  liblsl keeps the samples already queued when the outlet vanishes (with recover=False its
+  pull raises LostError before handing out any of them), and the full stream info is fetched
+  at connect so no later pull waits for it. When no sample comes for `loss_check_s`, the
+  thread asks the resolver whether the outlet it reads (its uid) is still there: if not, a
+  `lost` event is recorded; once a stream with the same source_id (else the same query) and a
+  new uid appears, a fresh inlet is opened (with backoff; a stream that vanishes again while
+  it is being opened is just retried) and the old one, empty (silence, nothing available), is
+  closed. When liblsl's own recovery reconnects the old inlet first (a
+  stalled process: it takes ~1 s), that inlet is kept: its queue holds the old outlet's
+  samples then the new one's, in order. Either way the first sample after it is flagged as a
+  gap and `reconnected` is recorded. A stream without source_id cannot be recovered by
+  liblsl: pylsl raises LostError and the queue is lost with it (give outlets a source_id).
+  StreamLostError after `reconnect_timeout_s` without the stream.
 - Optional marker inlet (string stream, JSON markers per rtdecode.sessions.recording.parse_marker),
   polled by the same thread; onsets land in `markers` as (lsl_time, event dict).
 - A failure of the thread (StreamLostError after the reconnect timeout, or anything else)
@@ -94,7 +104,8 @@ class LslSource(GuardedWorker):
                  reconnect: bool = True, reconnect_timeout_s: float = 30.0, backoff_s: float = 0.1,
                  backoff_max_s: float = 2.0, marker_query: str | None = None, max_chunk: int = 256,
                  pull_timeout_s: float = 0.02, wake: threading.Event | None = None,
-                 clock_sync: bool = True, max_events: int = 200, inlet_buffer_s: float = 60.0):
+                 clock_sync: bool = True, max_events: int = 200, inlet_buffer_s: float = 60.0,
+                 loss_check_s: float = 0.1):
         self.query = query
         self.n_channels = int(n_channels)
         self.fs = float(sampling_rate_hz)
@@ -110,6 +121,7 @@ class LslSource(GuardedWorker):
         self.pull_timeout_s = float(pull_timeout_s)
         self.wake = wake or threading.Event()
         self.clock_sync = clock_sync
+        self.loss_check_s = float(loss_check_s)  # silence before asking whether the outlet is gone
         # liblsl's own queue (seconds of samples) is what bridges a stall of this process: the
         # ring only has to hold the windows, the inlet queue must hold everything not pulled yet
         self.inlet_buffer_s = max(float(inlet_buffer_s), self.capacity / self.fs)
@@ -127,6 +139,18 @@ class LslSource(GuardedWorker):
         self._stop = threading.Event()
         self._last_ts = -math.inf
         self._after_reconnect = False
+        self._disordered_run = 0  # duplicated/backward samples at the end of the last chunk
+        self._masks: dict[str, np.ndarray] = {}
+        self._uid = ""  # uid of the outlet the inlet reads (a restarted outlet has a new one)
+        self._last_data = time.monotonic()  # when a sample was last pulled
+        self._next_check = 0.0
+        self._lost_at: float | None = None  # monotonic time the outlet was found gone
+        self._misses = 0  # silence checks in a row that did not find the outlet
+        self._watch: Any = None  # a ContinuousResolver on the source_id (new outlets show up early)
+        self._watch_sid = ""
+        self._dead_uids: set[str] = set()  # outlets left behind (a resolver may still list them)
+        self._backoff = self.backoff_s
+        self.lost = False  # the outlet is gone and no new one was connected yet (the heartbeat's stream_lost)
         self._staging: np.ndarray | None = None
         self._flags = np.zeros(self.max_chunk, dtype=np.uint8)
         self._gap_dt = 1.5 / self.fs
@@ -178,34 +202,53 @@ class LslSource(GuardedWorker):
                     log.warning("no initial LSL clock offset for the marker stream (%s)", e)
             self.info["markers"] = describe_info(minfo)
         log.info("reading %s", describe_info(info))
+        self._watched()  # start watching the source_id now, so a restarted outlet is seen at once
         return self
 
     def _proc_flags(self) -> int:
         pylsl = lsl()
         return pylsl.proc_clocksync if self.clock_sync else pylsl.proc_none
 
-    def _connect(self, info: Any) -> None:
+    def _connect(self, info: Any, *, wait_clock: bool = True) -> None:
+        """Open an inlet on `info` (recover=True, full info fetched) and make it the one read."""
+        self._inlet = self._open_inlet(info, wait_clock=wait_clock)
+        self._stream_info = info
+        self._uid = info.uid()
+
+    def _open_inlet(self, info: Any, *, wait_clock: bool = True) -> Any:
         pylsl = lsl()
         dtype = np.float64 if info.channel_format() == pylsl.cf_double64 else np.float32
         if self._staging is None or self._staging.dtype != dtype:
             self._staging = np.zeros((self.max_chunk, self.n_channels), dtype=dtype)
         buflen = max(1, int(math.ceil(self.inlet_buffer_s)))
-        inlet = pylsl.StreamInlet(info, max_buflen=buflen, recover=False,
+        # recover=True: a vanished outlet does not discard the queued samples (see the docstring)
+        inlet = pylsl.StreamInlet(info, max_buflen=buflen, recover=True,
                                   processing_flags=self._proc_flags(), as_numpy=True)
+        # a reconnect waits briefly: an outlet that vanished again would hold the thread (and the
+        # frames) for the whole resolve timeout; the next check retries
+        open_timeout = self.resolve_timeout_s if wait_clock else min(self.resolve_timeout_s, 1.0)
         try:
-            inlet.open_stream(timeout=self.resolve_timeout_s)
+            inlet.open_stream(timeout=open_timeout)
+            # the full info, cached now: a pull after the outlet vanished would otherwise wait for it
+            inlet.info(timeout=open_timeout)
         except Exception as e:
-            raise StreamLostError(f"cannot open the stream ({type(e).__name__}: {e})", stream=info.name()) from e
-        if self.clock_sync:
-            # The first clock-offset estimate takes ~0.5 s; made here, it does not hold back the
-            # first samples in the pull thread (they wait in the inlet's buffer meanwhile).
             try:
-                self.clock_offset_s = inlet.time_correction(timeout=max(2.0, self.resolve_timeout_s))
-            except Exception as e:  # a timeout here: liblsl keeps estimating in the background
+                inlet.close_stream()
+            except Exception:  # closing a half-open inlet may fail; nothing to do about it
+                pass
+            raise StreamLostError(f"cannot open the stream ({type(e).__name__}: {e})", stream=info.name()) from e
+        # The first clock-offset estimate takes ~0.5 s; made here, it does not hold back the first
+        # samples in the pull thread (they wait in the inlet's buffer meanwhile). After a reconnect
+        # it is not waited for (liblsl keeps estimating in the background).
+        try:
+            off = inlet.time_correction(timeout=max(2.0, self.resolve_timeout_s) if wait_clock else 0.0)
+            if self.clock_sync:
+                self.clock_offset_s = off
+        except Exception as e:  # a timeout here: liblsl keeps estimating in the background
+            if wait_clock and self.clock_sync:
                 log.warning("no initial LSL clock offset for %r (%s); timestamps may shift a little at first",
                             info.name(), e)
-        self._stream_info = info
-        self._inlet = inlet
+        return inlet
 
     # ---- thread --------------------------------------------------------------------------
     def start(self, thread: bool = True) -> None:
@@ -246,15 +289,11 @@ class LslSource(GuardedWorker):
                 except Exception:  # closing a lost inlet may fail; nothing to do about it
                     pass
         self._inlet = self._marker_inlet = None
+        self._watch = None  # the continuous resolver stops when dropped
 
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
-
-    @property
-    def lost(self) -> bool:
-        """True while the outlet is gone and the thread is re-resolving it (the heartbeat's stream_lost)."""
-        return self._inlet is None and self.alive
 
     def _run(self) -> None:
         pylsl = lsl()
@@ -263,7 +302,7 @@ class LslSource(GuardedWorker):
                 while not self._stop.is_set():
                     try:
                         self._pull_once()
-                    except pylsl.util.LostError:
+                    except pylsl.util.LostError:  # only a stream without source_id raises it
                         self._reconnect()
                     if self._marker_inlet is not None:
                         self._pull_markers()
@@ -276,10 +315,35 @@ class LslSource(GuardedWorker):
         _, ts = self._inlet.pull_chunk(timeout=self.pull_timeout_s if timeout is None else timeout,
                                        max_samples=self.max_chunk, dest_obj=staging, min_samples=1)
         n = len(ts)
-        if n == 0:
-            return 0
         arrival = time.monotonic()
-        data = staging[:n]
+        if n == 0:
+            if arrival - self._last_data >= self.loss_check_s and arrival >= self._next_check:
+                self._check_outlet(arrival)
+            return 0
+        self._last_data = arrival
+        reset = self._inlet.was_clock_reset()  # liblsl's own recovery reconnected this inlet
+        if self.lost or reset:
+            # a new outlet; after liblsl's own recovery the chunk may still begin with the old
+            # outlet's queued samples, so the timestamps (not a forced flag) mark the gap
+            # relearn the uid: liblsl may have moved this inlet to a new outlet without saying so
+            # (was_clock_reset needs a clock offset, which a just-opened inlet may not have yet)
+            self._recovered(arrival, force_gap=self.lost, relearn=True)
+        elif self._misses:  # a silence check missed the outlet, then samples came: same reason
+            self._misses = 0
+            self._relearn()
+        self._write(staging[:n], ts, arrival)
+        # A full chunk may leave a backlog (after a stall): pull it all before waking the loop,
+        # so it decodes the newest window instead of the stale ones in between - but wake it at
+        # least every half ring, before unread windows are overwritten.
+        self._since_wake += n
+        if n < self.max_chunk or self._since_wake >= self.capacity // 2 or not self._backlog():
+            self._since_wake = 0
+            self.wake.set()
+        return n
+
+    def _write(self, data: np.ndarray, ts: np.ndarray, arrival: float) -> None:
+        """Check a pulled chunk and append it to the ring (flags and bad ranges when not clean)."""
+        n = len(ts)
         t = self.telemetry
         if self._clean(data, ts, n):  # the usual chunk: finite, in order, no gap
             self.ring.write(data, ts, arrival)
@@ -292,14 +356,6 @@ class LslSource(GuardedWorker):
         t.samples += n
         t.chunks += 1
         t.newest_ts = float(ts[-1])
-        # A full chunk may leave a backlog (after a stall): pull it all before waking the loop,
-        # so it decodes the newest window instead of the stale ones in between - but wake it at
-        # least every half ring, before unread windows are overwritten.
-        self._since_wake += n
-        if n < self.max_chunk or self._since_wake >= self.capacity // 2 or not self._backlog():
-            self._since_wake = 0
-            self.wake.set()
-        return n
 
     def _backlog(self) -> bool:
         try:
@@ -316,7 +372,7 @@ class LslSource(GuardedWorker):
         """
         last = self._last_ts
         first = float(ts[0])
-        if self._after_reconnect or not (last < first <= last + self._gap_dt):
+        if self._after_reconnect or self._disordered_run or not (last < first <= last + self._gap_dt):
             return False
         if n > 1:
             d = np.diff(ts)
@@ -338,27 +394,44 @@ class LslSource(GuardedWorker):
         if not math.isfinite(self._last_ts):
             dt[0] = 1.0 / self.fs  # the very first sample follows nothing
         self._last_ts = float(ref[-1])
-        gap = dt > self._gap_dt
+        dup = dt == 0
+        back = dt < 0
+        disordered = dup | back
+        # A duplicated or backward sample still took a sample's slot: the step to the next in-order
+        # sample is measured without it (no phantom "missing" sample), and it is no gap.
+        step = dt
+        if disordered.any() or self._disordered_run:
+            step = dt.copy()
+            run = self._disordered_run  # disordered samples just before this chunk
+            for i in range(len(dt)):
+                if disordered[i]:
+                    run += 1
+                elif run:
+                    step[i] -= run / self.fs
+                    run = 0
+            self._disordered_run = run
+        gap = step > self._gap_dt
         if self._after_reconnect:
             gap[0] = True
             self._after_reconnect = False
         if gap.any():
             flags[gap] |= FLAG_GAP
             t.gaps += int(gap.sum())
-            finite = dt[gap][np.isfinite(dt[gap])]
+            finite = step[gap][np.isfinite(step[gap])]
             t.missing_samples += int(np.maximum(np.rint(finite * self.fs) - 1, 0).sum())
-        ooo = dt < 0
-        dup = dt == 0
-        if ooo.any() or dup.any():
-            flags[ooo | dup] |= FLAG_DISORDER
-            t.out_of_order += int(ooo.sum())
+        if disordered.any():
+            flags[disordered] |= FLAG_DISORDER
+            t.out_of_order += int(back.sum())
             t.duplicates += int(dup.sum())
+        self._masks = {"duplicate": dup, "backward": back}
 
     def _record_ranges(self, flags: np.ndarray, start: int, ts: np.ndarray) -> None:
         if not flags.any():
             return
-        for bit, kind in ((FLAG_NAN, "nan_samples"), (FLAG_GAP, "gap"), (FLAG_DISORDER, "disordered_timestamps")):
-            idx = np.flatnonzero(flags & bit)
+        kinds = [("nan_samples", (flags & FLAG_NAN) != 0), ("gap", (flags & FLAG_GAP) != 0),
+                 ("duplicate", self._masks["duplicate"]), ("backward", self._masks["backward"])]
+        for kind, mask in kinds:
+            idx = np.flatnonzero(mask)
             if idx.size == 0:
                 continue
             # runs of consecutive flagged samples -> [first, stop) ranges
@@ -379,39 +452,163 @@ class LslSource(GuardedWorker):
         if samples:
             self.wake.set()
 
-    def _reconnect(self) -> None:
-        """The outlet vanished: re-resolve with backoff and reconnect, or raise StreamLostError."""
+    # ---- outlet loss and restart ---------------------------------------------------------
+    def _resolve_same(self, timeout: float) -> list:
+        """Streams that are the one read: same source_id (and name), else same query."""
         pylsl = lsl()
         info = self._stream_info
-        name, sid = info.name(), info.source_id()
-        lost_at = time.monotonic()
+        sid = info.source_id()
+        if sid:
+            infos = pylsl.resolve_byprop("source_id", sid, minimum=1, timeout=timeout)
+            return [i for i in infos if i.name() == info.name()]
+        return pylsl.resolve_bypred(_predicate(self.query), minimum=1, timeout=timeout)
+
+    def _check_outlet(self, now: float) -> None:
+        """No sample for loss_check_s: is the outlet still there? Connect a restarted one."""
+        name = self._stream_info.name()
+        watched = self._watched()  # what the background resolver saw lately (forgets after 1 s)
+        infos = watched
+        if not any(i.uid() != self._uid for i in watched):  # no new outlet seen there: ask now
+            try:
+                infos = self._resolve_same(max(0.3, min(self._backoff, 1.0)))
+            except Exception as e:  # the resolver itself failed: try again later
+                log.warning("resolving stream %r failed (%s)", name, e)
+                infos = []
+            # still there, only quiet (a one-shot resolve on a busy machine may miss a live outlet:
+            # two misses in a row before it counts as lost)
+            if any(i.uid() == self._uid for i in infos):
+                self._next_check = time.monotonic() + self.loss_check_s
+                self._backoff = self.backoff_s
+                self._misses = 0
+                return
+            self._misses += 1
+        fresh = [i for i in infos if i.uid() != self._uid and i.uid() not in self._dead_uids]
+        if not self.lost and (fresh or self._misses >= 2):  # one miss may be the resolver's
+            self._mark_lost(now)
+        if self._inlet.was_clock_reset() or self._backlog():
+            # liblsl's recovery already reconnected this inlet: keep it (it holds everything)
+            self._recovered(time.monotonic(), force_gap=False, relearn=True)
+            return
+        if fresh:
+            new = max(fresh, key=lambda i: i.created_at())  # the newest: older ones may be gone too
+            try:
+                self.check(new)
+                inlet = self._open_inlet(new, wait_clock=False)
+            except StreamLostError as e:  # it vanished again while being opened: retry
+                log.warning("stream %r: %s; retrying", name, e)
+            else:
+                if self._backlog():
+                    # liblsl's recovery reconnected the old inlet while the new one was opened:
+                    # keep the old (what it holds came to no other inlet), drop the new one unread
+                    self._close_old(inlet)
+                    self._recovered(time.monotonic(), force_gap=False, relearn=True)
+                    return
+                old, self._inlet = self._inlet, inlet
+                self._dead_uids.add(self._uid)
+                self._stream_info, self._uid = new, new.uid()
+                self._close_old(old)
+                self._recovered(time.monotonic(), force_gap=True, relearn=False)
+                return
+        waited = time.monotonic() - (self._lost_at or now)
+        if not self.lost:
+            self._next_check = time.monotonic() + self.loss_check_s
+            return
+        if not self.reconnect or waited >= self.reconnect_timeout_s:
+            why = "reconnect is off" if not self.reconnect else \
+                f"did not come back within {self.reconnect_timeout_s:g} s"
+            raise StreamLostError(f"the outlet vanished and {why}", stream=name)
+        self._next_check = time.monotonic() + min(self._backoff, max(0.0, self.reconnect_timeout_s - waited))
+        self._backoff = min(self._backoff * 2, self.backoff_max_s)
+
+    def _watched(self) -> list:
+        """Streams with the source_id read, as a background resolver keeps finding them ([] without one)."""
+        sid = self._stream_info.source_id()
+        if not sid:
+            return []
+        try:
+            if self._watch is None or self._watch_sid != sid:
+                self._watch = lsl().ContinuousResolver(prop="source_id", value=sid, forget_after=1.0)
+                self._watch_sid = sid
+            return [i for i in self._watch.results()
+                    if i.name() == self._stream_info.name() and i.uid() not in self._dead_uids]
+        except Exception as e:  # the one-shot resolve still works
+            log.debug("continuous resolver failed (%s)", e)
+            return []
+
+    @staticmethod
+    def _close_old(old: Any) -> None:
+        """Close the inlet of a vanished outlet. Its queue was empty when the switch began (no sample
+        for loss_check_s, none available); anything in it now came from liblsl's own recovery onto
+        the new outlet, which the new inlet delivers too, so it is not drained (no duplicates)."""
+        try:
+            old.close_stream()
+        except Exception:  # closing a lost inlet may fail; nothing to do about it
+            pass
+
+    def _relearn(self) -> None:
+        """The uid of the outlet now read (after liblsl's recovery moved the inlet): the newest live one."""
+        try:
+            infos = [i for i in self._resolve_same(1.0) if i.uid() not in self._dead_uids]
+            if infos:
+                new = max(infos, key=lambda i: i.created_at())
+                self._stream_info, self._uid = new, new.uid()
+        except Exception:  # the next silence check resolves again
+            pass
+
+    def _mark_lost(self, now: float) -> None:
+        name = self._stream_info.name()
+        self.lost = True  # (its uid is not marked dead: a resolver may only have missed it)
+        self._lost_at = now
+        self.telemetry.lost = True
         self.telemetry.event("lost", last_ts=self._last_ts, sample=self.ring.count)
+        log.warning("stream %r lost after sample %d; reconnecting (source_id %r)", name, self.ring.count,
+                    self._stream_info.source_id())
+        if self.reconnect:
+            self._guard.doing = f"reconnecting to stream {name!r}"
+
+    def _recovered(self, now: float, *, force_gap: bool, relearn: bool) -> None:
+        """A new outlet is read (by a fresh inlet, or liblsl reconnected the old one)."""
+        if not self.lost:  # liblsl recovered before the silence was noticed (e.g. a stalled process)
+            self.telemetry.event("lost", last_ts=self._last_ts, sample=self.ring.count, noticed="at reconnect")
+        lost_at = self._lost_at if self._lost_at is not None else self._last_data
+        self.lost = False
+        self.telemetry.lost = False
+        self._lost_at = None
+        self._misses = 0
+        self._backoff = self.backoff_s
+        self._after_reconnect = self._after_reconnect or force_gap
+        self._last_data = now
+        if relearn:  # liblsl's recovery: learn the new outlet's uid
+            self._relearn()
+        self.telemetry.reconnects += 1
+        self.telemetry.event("reconnected", after_s=max(0.0, now - lost_at), sample=self.ring.count)
+        log.warning("stream %r back after %.2f s", self._stream_info.name(), max(0.0, now - lost_at))
+        self._guard.doing = f"reading stream {self.query!r}"
+
+    def _reconnect(self) -> None:
+        """A stream without source_id vanished (LostError): re-resolve with backoff and reconnect."""
+        info = self._stream_info
+        name = info.name()
+        lost_at = time.monotonic()
+        self._mark_lost(lost_at)
         try:
             self._inlet.close_stream()
         except Exception:  # the inlet is already broken
             pass
-        self._inlet = None
         if not self.reconnect:
             raise StreamLostError("the outlet vanished and reconnect is off", stream=name)
-        log.warning("stream %r lost after sample %d; reconnecting (source_id %r)", name, self.ring.count, sid)
-        self._guard.doing = f"reconnecting to stream {name!r}"
         backoff = self.backoff_s
         while not self._stop.is_set():
-            if sid:
-                infos = pylsl.resolve_byprop("source_id", sid, minimum=1, timeout=backoff)
-            else:
-                infos = pylsl.resolve_bypred(_predicate(self.query), minimum=1, timeout=backoff)
-            infos = [i for i in infos if i.name() == name or not sid]
-            if infos:
-                new = infos[0]
-                self.check(new)
-                self._connect(new)
-                self._after_reconnect = True
-                self.telemetry.reconnects += 1
-                self.telemetry.event("reconnected", after_s=time.monotonic() - lost_at, sample=self.ring.count)
-                log.warning("stream %r back after %.2f s", name, time.monotonic() - lost_at)
-                self._guard.doing = f"reading stream {self.query!r}"
-                return
+            try:
+                infos = self._resolve_same(backoff)
+                if infos:
+                    new = infos[0]
+                    self.check(new)
+                    self._connect(new, wait_clock=False)
+                    self._recovered(time.monotonic(), force_gap=True, relearn=False)
+                    return
+            except StreamLostError as e:  # it vanished again while being opened: retry
+                log.warning("stream %r: %s; retrying", name, e)
             waited = time.monotonic() - lost_at
             if waited >= self.reconnect_timeout_s:
                 raise StreamLostError(f"the outlet vanished and did not come back within "
