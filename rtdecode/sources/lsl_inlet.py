@@ -54,6 +54,7 @@ from ..threads import GuardedWorker, ThreadGuard
 log = logging.getLogger(__name__)
 
 RATE_TOLERANCE = 1e-3  # relative
+CLOCK_REFRESH_S = 5.0  # how often the clock offset is taken again (as liblsl's proc_clocksync does)
 
 
 def describe_info(info: Any) -> str:
@@ -144,6 +145,7 @@ class LslSource(GuardedWorker):
         self._uid = ""  # uid of the outlet the inlet reads (a restarted outlet has a new one)
         self._last_data = time.monotonic()  # when a sample was last pulled
         self._next_check = 0.0
+        self._next_clock = 0.0  # when to take liblsl's clock-offset estimate again
         self._lost_at: float | None = None  # monotonic time the outlet was found gone
         self._misses = 0  # silence checks in a row that did not find the outlet
         self._watch: Any = None  # a ContinuousResolver on the source_id (new outlets show up early)
@@ -222,8 +224,10 @@ class LslSource(GuardedWorker):
             self._staging = np.zeros((self.max_chunk, self.n_channels), dtype=dtype)
         buflen = max(1, int(math.ceil(self.inlet_buffer_s)))
         # recover=True: a vanished outlet does not discard the queued samples (see the docstring)
+        # proc_none: liblsl's clocksync post-processing holds the first pull of a new inlet ~0.6 s for
+        # its first offset estimate (a reconnect's frames with it); the offset is added in _pull_once
         inlet = pylsl.StreamInlet(info, max_buflen=buflen, recover=True,
-                                  processing_flags=self._proc_flags(), as_numpy=True)
+                                  processing_flags=pylsl.proc_none, as_numpy=True)
         # a reconnect waits briefly: an outlet that vanished again would hold the thread (and the
         # frames) for the whole resolve timeout; the next check retries
         open_timeout = self.resolve_timeout_s if wait_clock else min(self.resolve_timeout_s, 1.0)
@@ -239,7 +243,8 @@ class LslSource(GuardedWorker):
             raise StreamLostError(f"cannot open the stream ({type(e).__name__}: {e})", stream=info.name()) from e
         # The first clock-offset estimate takes ~0.5 s; made here, it does not hold back the first
         # samples in the pull thread (they wait in the inlet's buffer meanwhile). After a reconnect
-        # it is not waited for (liblsl keeps estimating in the background).
+        # it is not waited for: the last offset stays in use (the same source, so the same host)
+        # until liblsl's background estimate for the new inlet is refreshed in (_refresh_clock).
         try:
             off = inlet.time_correction(timeout=max(2.0, self.resolve_timeout_s) if wait_clock else 0.0)
             if self.clock_sync:
@@ -321,6 +326,11 @@ class LslSource(GuardedWorker):
                 self._check_outlet(arrival)
             return 0
         self._last_data = arrival
+        if self.clock_sync:
+            if arrival >= self._next_clock:
+                self._refresh_clock(arrival)
+            if self.clock_offset_s:
+                ts = np.asarray(ts, dtype=np.float64) + self.clock_offset_s
         reset = self._inlet.was_clock_reset()  # liblsl's own recovery reconnected this inlet
         if self.lost or reset:
             # a new outlet; after liblsl's own recovery the chunk may still begin with the old
@@ -340,6 +350,15 @@ class LslSource(GuardedWorker):
             self._since_wake = 0
             self.wake.set()
         return n
+
+    def _refresh_clock(self, now: float) -> None:
+        """Take liblsl's current offset estimate for this inlet without waiting (as proc_clocksync
+        would, every CLOCK_REFRESH_S); none yet (a just-reconnected inlet): keep the last one."""
+        self._next_clock = now + CLOCK_REFRESH_S
+        try:
+            self.clock_offset_s = float(self._inlet.time_correction(timeout=0.0))
+        except Exception:  # no estimate yet: liblsl is making one in the background
+            self._next_clock = now + 0.25
 
     def _write(self, data: np.ndarray, ts: np.ndarray, arrival: float) -> None:
         """Check a pulled chunk and append it to the ring (flags and bad ranges when not clean)."""
