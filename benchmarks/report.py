@@ -84,12 +84,7 @@ def plot_latencies(series: Mapping[str, np.ndarray], path: str | Path, title: st
     ax_c.set_ylabel("fraction <= x")
     ax_c.axhline(0.99, color="grey", lw=0.8, ls="--")
     ax_h.legend(fontsize=7)
-    fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, title, path)
 
 
 def _clean(obj):
@@ -175,12 +170,7 @@ def plot_overhead_cdf(by_stride: Mapping[float, Mapping[str, np.ndarray]], path:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
     axes[0][0].set_ylabel("fraction of frames <= x")
-    fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, title, path)
 
 
 def markdown_report(results: Mapping) -> str:
@@ -278,3 +268,15 @@ def write_report(results: dict, series: Mapping[str, Mapping[str, np.ndarray]], 
     paths["json"].write_text(json.dumps(_clean(results), indent=2))
     paths["markdown"].write_text(markdown_report(results))
     return {k: str(v) if isinstance(v, Path) else v for k, v in paths.items()}
+
+
+def _save(fig, title: str, path: str | Path) -> Path:
+    """Title, lay out, write as PNG (100 dpi) and close the figure."""
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path

@@ -56,6 +56,16 @@ class MalformedFrameError(RtdecodeError, ValueError):
     """A message on the frame socket is not an rtdecode frame (parts, header or payload)."""
 
 
+def _versioned_json(b: bytes, what: str, kind: str) -> dict:
+    """A JSON message part with a schema version 'v' this client can read (frame header, heartbeat)."""
+    d = json.loads(b)
+    if not isinstance(d, dict) or "v" not in d:
+        raise ValueError(f"{what} is not {kind} (no schema version 'v')")
+    if d["v"] > PROTOCOL_VERSION:
+        raise ValueError(f"{what} schema {d['v']} is newer than this client ({PROTOCOL_VERSION})")
+    return d
+
+
 @dataclass
 class FrameHeader:
     seq: int
@@ -80,11 +90,7 @@ class FrameHeader:
 
     @classmethod
     def from_bytes(cls, b: bytes) -> FrameHeader:
-        d = json.loads(b)
-        if not isinstance(d, dict) or "v" not in d:
-            raise ValueError("frame header is not an rtdecode header (no schema version 'v')")
-        if d["v"] > PROTOCOL_VERSION:
-            raise ValueError(f"frame header schema {d['v']} is newer than this client ({PROTOCOL_VERSION})")
+        d = _versioned_json(b, "frame header", "an rtdecode header")
         return cls(seq=int(d["seq"]), model_id=str(d["model_id"]), ref_time=float(d["ref_time"]),
                    newest_ts=float(d["newest_ts"]), shape=tuple(d["shape"]), dtype=str(d["dtype"]),
                    stages=dict(d.get("stages", {})), flags=list(d.get("flags", [])),
@@ -132,11 +138,7 @@ class Heartbeat:
 
     @classmethod
     def from_bytes(cls, b: bytes) -> Heartbeat:
-        d = json.loads(b)
-        if not isinstance(d, dict) or "v" not in d:
-            raise ValueError("heartbeat is not an rtdecode heartbeat (no schema version 'v')")
-        if d["v"] > PROTOCOL_VERSION:
-            raise ValueError(f"heartbeat schema {d['v']} is newer than this client ({PROTOCOL_VERSION})")
+        d = _versioned_json(b, "heartbeat", "an rtdecode heartbeat")
         return cls(state=str(d["state"]), session=str(d["session"]), started=float(d["started"]),
                    time=float(d["time"]), interval_s=float(d["interval_s"]), last_seq=d.get("last_seq"),
                    newest_ts=d.get("newest_ts"), state_s=float(d.get("state_s", 0.0)),
