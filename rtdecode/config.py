@@ -22,6 +22,7 @@ FRAME_DTYPES = ("uint8", "float32")
 BAD_SAMPLE_POLICIES = ("skip", "flag")
 LSL_SCOPES = ("machine", "network")
 INLET_MODES = ("thread", "loop")
+CATCH_UP_POLICIES = ("fresh", "newest")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
 
@@ -44,6 +45,9 @@ class ServeConfig:
     sndhwm: int = 4  # PUB high-water mark: a slow subscriber loses frames, never stalls us
     sndbuf: int = SOCKET_BUFFER_BYTES  # PUB kernel send buffer, bytes (0: the OS's, megabytes of stale frames per stalled subscriber)
     frame_dtype: str = "uint8"  # payload: uint8 0..255 or float32 0..1
+    # encode the payload inside the engine's run where it can (ONNX Runtime on the CPU: the
+    # encoding is appended to the graph); false: numpy after the run (OrtEngine.encode_frames)
+    encode_in_engine: bool = True
     buffer_s: float = 2.0  # ring buffer length (>= the model's window span)
     on_bad_samples: str = "skip"  # windows with NaN/Inf or spanning a gap: skip, or flag and decode
     max_lag_ms: float | None = None  # skip windows whose newest sample is older than this (None: off)
@@ -55,6 +59,11 @@ class ServeConfig:
     # where LSL is pulled: "thread" (an inlet thread wakes the serve loop) or "loop" (the serve
     # loop pulls itself, blocking in liblsl while it waits: no thread hand-off; docs/serving.md)
     inlet: str = "thread"
+    # when a decode ends with the next window already due (decoding takes longer than a stride):
+    # "fresh" decodes the window ending at the next sample if the newest one has waited longer
+    # than a third of the usual interval between arrivals (fresher frames, docs/serving.md);
+    # "newest" decodes the newest window at once, however long its last sample waited
+    catch_up: str = "fresh"
     pin_cpu: int | None = None  # pin the serve loop (and ONNX Runtime's run with 1 thread) to this CPU (None: off)
     record: str | None = None  # directory for rtdecode.sinks.recorder.FrameRecorder (None: off)
     status_interval_s: float = 5.0  # one status line every this many seconds (0: off)
@@ -94,6 +103,8 @@ class ServeConfig:
         _check_choice(self, "on_bad_samples", BAD_SAMPLE_POLICIES)
         if self.max_lag_ms is not None:
             _check_num(self, "max_lag_ms", lo=0.0, lo_open=True)
+        if not isinstance(self.encode_in_engine, bool):
+            raise ConfigError(f"encode_in_engine must be true or false, got {self.encode_in_engine!r}")
         if not isinstance(self.reconnect, bool):
             raise ConfigError(f"reconnect must be true or false, got {self.reconnect!r}")
         _check_num(self, "reconnect_timeout_s", lo=0.0)
@@ -101,6 +112,7 @@ class ServeConfig:
         _check_num(self, "reconnect_backoff_max_s", lo=self.reconnect_backoff_s)
         _check_choice(self, "lsl_scope", LSL_SCOPES)
         _check_choice(self, "inlet", INLET_MODES)
+        _check_choice(self, "catch_up", CATCH_UP_POLICIES)
         if self.pin_cpu is not None:
             _check_int(self, "pin_cpu", lo=0)
         if self.record is not None:

@@ -43,6 +43,8 @@ def test_config_unknown_key_is_named(tmp_path):
     ("heartbeat_interval_s", -1, "heartbeat_interval_s must be >= 0"),
     ("sndbuf", -1, "sndbuf must be >= 0"),
     ("inlet", "sideways", "inlet must be one of thread, loop"),
+    ("catch_up", "later", "catch_up must be one of fresh, newest"),
+    ("encode_in_engine", "yes", "encode_in_engine must be true or false"),
     ("pin_cpu", -1, "pin_cpu must be >= 0"),
 ])
 def test_config_bad_values_have_clear_messages(key, value, match):
@@ -132,6 +134,33 @@ def test_frame_encoder_matches_protocol_encoding(rng, dtype):
     out = enc.encode(frame)
     assert out is enc.out  # preallocated, reused
     np.testing.assert_array_equal(out, encode_frame(frame, dtype))
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])
+def test_frame_encoding_inside_the_session_equals_the_protocol_encoding(tmp_path, rng, dtype):
+    import onnx
+    from onnx import numpy_helper
+
+    from rtdecode.contract import read_contract
+    from rtdecode.engines import create_engine
+
+    path, contract = make_model(tmp_path / "m.onnx", 16, height=6, width=5)
+    model = onnx.load(str(path))  # widen the linear decoder's own clip: frames outside [0, 1]
+    for init in model.graph.initializer:
+        if init.name in ("zero", "one"):
+            init.CopyFrom(numpy_helper.from_array(np.array(-5.0 if init.name == "zero" else 5.0, np.float32), init.name))
+    onnx.save(model, str(path))
+    engine = create_engine("onnxruntime", str(path), read_contract(path))
+    payload = engine.encode_frames(dtype)
+    assert payload.shape == (6, 5, 3) and payload.dtype == np.dtype(dtype)
+    outside = 0
+    for _ in range(20):
+        x = rng.normal(0.0, 30.0, size=(1, *contract.input_shape)).astype(np.float32)
+        y = engine.infer(x)  # the frame output is still there, and the payload is filled by the same run
+        outside += int(((y < 0) | (y > 1)).sum())
+        np.testing.assert_array_equal(payload, encode_frame(y[0], dtype))
+    assert outside > 0  # the clipping was exercised
+    assert f"{dtype} payload in the session" in engine.describe()
 
 
 def test_ort_engine_runs_and_refuses_a_missing_provider(tmp_path, rng):
@@ -291,6 +320,42 @@ def test_publishing_resumes_after_the_outlet_comes_back(tmp_path, rng):
     assert before and after
     seqs = [f.header.seq for f in got]
     assert seqs == sorted(seqs)
+
+
+def _stale_fraction(frames: list) -> float:
+    """Of consecutive frames, how many used a newest sample that arrived before the previous
+    frame's inference ended (i.e. during the previous decode)."""
+    pairs = [(a.header.stages, b.header.stages) for a, b in zip(frames, frames[1:], strict=False)
+             if b.header.seq == a.header.seq + 1]
+    assert len(pairs) >= 50
+    return sum(b["pulled"] < a["inferred"] for a, b in pairs) / len(pairs)
+
+
+@pytest.mark.lsl
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_catch_up_fresh_waits_for_the_next_sample_when_the_newest_is_stale():
+    """Decoding slower than the stride: 'newest' decodes the window whose last sample arrived
+    during the previous decode; 'fresh' waits for the next sample when that one is stale."""
+    from rtdecode.benchmarks.inference import demo_model_path, engine_runner, time_calls
+    from rtdecode.contract import read_contract
+
+    demo = demo_model_path()
+    if demo is None:
+        pytest.skip("no bundled demo model")
+    run, _ = engine_runner("onnxruntime", demo, read_contract(demo))
+    if time_calls(run, n=20, warmup=3).summary()["p50_ms"] < 2.0:
+        pytest.skip("the demo model decodes in under 2 ms here: never behind a 1-ms stride")
+    stale = {}
+    for policy in ("newest", "fresh"):
+        with Pusher.noise(duration_s=10.0) as p:
+            with ServiceThread(_cfg(demo, p.name, stride_ms=1, catch_up=policy, max_frames=400)) as svc:
+                with FrameSubscriber(svc.endpoint) as sub:
+                    got = _collect(sub, lambda g: len(g) >= 200, timeout=60)
+                svc.join(timeout=60)
+        stale[policy] = _stale_fraction(got[20:])
+    assert stale["newest"] > 0.8, stale
+    assert stale["fresh"] < 0.5, stale
 
 
 @pytest.mark.lsl

@@ -12,13 +12,22 @@ import logging
 import signal
 import sys
 
-from ..config import BAD_SAMPLE_POLICIES, FRAME_DTYPES, INLET_MODES, LSL_SCOPES, MODES, ServeConfig
+from ..config import (
+    BAD_SAMPLE_POLICIES,
+    CATCH_UP_POLICIES,
+    FRAME_DTYPES,
+    INLET_MODES,
+    LSL_SCOPES,
+    MODES,
+    ServeConfig,
+)
 
 log = logging.getLogger(__name__)
 
 _D = ServeConfig()
 _CHOICES = {"mode": MODES, "frame_dtype": FRAME_DTYPES, "on_bad_samples": BAD_SAMPLE_POLICIES,
-            "lsl_scope": LSL_SCOPES, "inlet": INLET_MODES}
+            "lsl_scope": LSL_SCOPES, "inlet": INLET_MODES,
+            "catch_up": CATCH_UP_POLICIES}
 
 # (flag, config key, type, help); type None = store_true/false pair handled separately
 _FLAGS = (
@@ -43,6 +52,8 @@ _FLAGS = (
     ("--lsl-scope", "lsl_scope", str, "LSL discovery: machine (this computer) or network"),
     ("--inlet", "inlet", str, "where LSL is pulled: thread (an inlet thread wakes the loop) or loop (the serve "
                               "loop pulls itself: no thread hand-off)"),
+    ("--catch-up", "catch_up", str, "when decoding takes longer than a stride: fresh (wait for the next sample "
+                                    "when the newest one is stale: fresher frames) or newest (decode at once)"),
     ("--pin-cpu", "pin_cpu", int, "pin the serve loop (and ONNX Runtime's run with 1 thread) to this CPU; the "
                                   "inlet thread keeps the others"),
     ("--record", "record", str, "also record frames and telemetry into this directory"),
@@ -66,6 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help=f"{text} (default: {getattr(_D, key)})")
     p.add_argument("--no-reconnect", dest="reconnect", action="store_false", default=argparse.SUPPRESS,
                    help="stop when the outlet vanishes instead of reconnecting")
+    p.add_argument("--encode-outside-engine", dest="encode_in_engine", action="store_false",
+                   default=argparse.SUPPRESS, help="encode frames in numpy after each run instead of inside "
+                   "the ONNX Runtime session (for A/B measurements)")
     p.add_argument("--engine-opt", dest="engine_opt", action="append", default=None, metavar="KEY=VALUE",
                    help="engine-specific option, repeatable (values parsed as JSON where they can be), e.g. "
                         "--engine-opt engine_path=m.engine --engine-opt fp16=true; see docs/gpu.md")

@@ -156,6 +156,7 @@ class LslSource(GuardedWorker):
         self._staging: np.ndarray | None = None
         self._flags = np.zeros(self.max_chunk, dtype=np.uint8)
         self._gap_dt = 1.5 / self.fs
+        self.chunk_samples = 1.0  # samples per pull, moving average (a backlog's full pulls left out)
 
     # ---- set-up --------------------------------------------------------------------------
     def check(self, info: Any) -> None:
@@ -297,6 +298,11 @@ class LslSource(GuardedWorker):
         self._watch = None  # the continuous resolver stops when dropped
 
     @property
+    def arrival_interval_s(self) -> float:
+        """The usual time between arrivals (pulled chunks): samples per pull / sampling rate."""
+        return self.chunk_samples / self.fs
+
+    @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
@@ -326,6 +332,8 @@ class LslSource(GuardedWorker):
                 self._check_outlet(arrival)
             return 0
         self._last_data = arrival
+        if n < self.max_chunk:
+            self.chunk_samples += 0.05 * (n - self.chunk_samples)
         if self.clock_sync:
             if arrival >= self._next_clock:
                 self._refresh_clock(arrival)
