@@ -340,7 +340,7 @@ class DecoderService:
             ref = count - span
             due = max(last_ref + stride, fresh_ref)
             if decoded and fresh and ref >= due >= 0 and \
-                    time.monotonic() - ring.arrival(count - 1) > src.arrival_interval_s / 3.0:
+                    time.monotonic() - src.available_since(count - 1) > src.arrival_interval_s / 3.0:
                 fresh_ref = due = ref + 1  # the newest sample is stale: wait for the next one
             decoded = False
             if ref < 0 or ref < due:

@@ -92,6 +92,8 @@ def resolve_stream(query: str, timeout_s: float, *, want_string: bool = False) -
     return infos[0]
 
 
+PROMPT_WAIT_S = 1e-4  # a blocking pull that returned later than this waited for its chunk (none was queued)
+
 class LslSource(GuardedWorker):
     """The MUA stream (and optional marker stream) read into a RingBuffer by a background thread.
 
@@ -156,7 +158,10 @@ class LslSource(GuardedWorker):
         self._staging: np.ndarray | None = None
         self._flags = np.zeros(self.max_chunk, dtype=np.uint8)
         self._gap_dt = 1.5 / self.fs
-        self.chunk_samples = 1.0  # samples per pull, moving average (a backlog's full pulls left out)
+        # of pulls that waited for their chunk (so were on time): samples per pull and LSL timestamp
+        # -> pulled, moving averages (the usual arrival interval, and when a queued sample arrived)
+        self.chunk_samples = 1.0
+        self.transport_s: float | None = None
 
     # ---- set-up --------------------------------------------------------------------------
     def check(self, info: Any) -> None:
@@ -302,6 +307,14 @@ class LslSource(GuardedWorker):
         """The usual time between arrivals (pulled chunks): samples per pull / sampling rate."""
         return self.chunk_samples / self.fs
 
+    def available_since(self, index: int) -> float:
+        """When sample `index` reached this machine (monotonic s): its pull time, or earlier when it
+        sat in liblsl's queue before that pull began (inlet="loop" pulls only between decodes):
+        then its LSL timestamp plus the usual timestamp -> pull time of samples pulled on arrival."""
+        # before any pull waited (a loop that never waits): the timestamp alone, which makes the
+        # sample look older, so the loop waits for the next one, and that pull teaches the rest
+        return min(self.ring.arrival(index), self.ring.timestamp(index) + (self.transport_s or 0.0))
+
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -323,6 +336,7 @@ class LslSource(GuardedWorker):
     def _pull_once(self, timeout: float | None = None) -> int:
         """One pull_chunk into the ring; returns how many samples it brought."""
         staging = self._staging
+        began = time.monotonic()
         _, ts = self._inlet.pull_chunk(timeout=self.pull_timeout_s if timeout is None else timeout,
                                        max_samples=self.max_chunk, dest_obj=staging, min_samples=1)
         n = len(ts)
@@ -332,13 +346,19 @@ class LslSource(GuardedWorker):
                 self._check_outlet(arrival)
             return 0
         self._last_data = arrival
-        if n < self.max_chunk:
+        # the pull waited (it may block, and took longer than returning what was queued takes):
+        # this chunk arrived during it, so it was pulled on arrival
+        prompt = timeout != 0.0 and arrival - began > PROMPT_WAIT_S
+        if prompt:
             self.chunk_samples += 0.05 * (n - self.chunk_samples)
         if self.clock_sync:
             if arrival >= self._next_clock:
                 self._refresh_clock(arrival)
             if self.clock_offset_s:
                 ts = np.asarray(ts, dtype=np.float64) + self.clock_offset_s
+        if prompt:
+            lat = arrival - float(ts[-1])
+            self.transport_s = lat if self.transport_s is None else self.transport_s + 0.05 * (lat - self.transport_s)
         reset = self._inlet.was_clock_reset()  # liblsl's own recovery reconnected this inlet
         if self.lost or reset:
             # a new outlet; after liblsl's own recovery the chunk may still begin with the old
