@@ -164,3 +164,33 @@ def test_duplicate_and_backward_timestamps_are_their_own_events_without_phantom_
     assert t.event_counts == {"duplicate": 1, "backward": 1}
     assert np.flatnonzero(src.ring.flags(0, n) & FLAG_DISORDER).tolist() == [200, 400]
     assert not (src.ring.flags(0, n) & FLAG_GAP).any()
+
+
+@pytest.mark.lsl
+@pytest.mark.timeout(60)
+def test_arrival_of_samples_queued_before_a_pull_is_told_by_their_timestamps():
+    """inlet="loop" pulls only between decodes: a sample that sat in liblsl's queue must not look
+    fresh (LslSource.available_since), and the drains must not pass for the stream's chunking."""
+    import time
+
+    with Pusher.noise(n_channels=16, duration_s=8.0) as p:
+        src = LslSource(p.name, n_channels=16, sampling_rate_hz=1000.0, capacity=4000)
+        src.open()
+        src.start(thread=False)
+        try:
+            wait_until(lambda: src.poll(0.05) or src.transport_s is not None, 10, interval=0.0,
+                       what="a pull that waited for its sample")
+            assert src.chunk_samples < 1.2  # one sample per push, learnt from pulls that waited
+            late = []
+            for _ in range(40):
+                first = src.ring.count
+                time.sleep(0.006)  # samples queue in liblsl meanwhile
+                src.poll(0.0)
+                if src.ring.count - first >= 3:
+                    # the first queued sample arrived >= ~4 ms before this pull (1 ms apart)
+                    late.append(src.ring.arrival(first) - src.available_since(first))
+            assert len(late) >= 20
+            assert np.median(late) > 0.003, late
+            assert src.chunk_samples < 1.2  # the drains of ~6 samples did not count
+        finally:
+            src.stop()

@@ -334,12 +334,10 @@ def _stale_fraction(frames: list) -> float:
 @pytest.mark.lsl
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("inlet", ["thread", "loop"])
-def test_catch_up_fresh_waits_for_the_next_sample_when_the_newest_is_stale(inlet):
+def test_catch_up_fresh_waits_for_the_next_sample_when_the_newest_is_stale():
     """Decoding slower than the stride: 'newest' decodes the window whose last sample arrived
-    during the previous decode; 'fresh' waits for the next sample when that one is stale. With
-    inlet="loop" the samples queued during a decode are pulled after it: their arrival comes
-    from their timestamps (LslSource.available_since)."""
+    during the previous decode; 'fresh' waits for the next sample when that one is stale (the
+    inlet thread stamps each sample's arrival; for inlet="loop" see test_lsl_source)."""
     from rtdecode.benchmarks.inference import demo_model_path, engine_runner, time_calls
     from rtdecode.contract import read_contract
 
@@ -352,7 +350,7 @@ def test_catch_up_fresh_waits_for_the_next_sample_when_the_newest_is_stale(inlet
     stale = {}
     for policy in ("newest", "fresh"):
         with Pusher.noise(duration_s=10.0) as p:
-            with ServiceThread(_cfg(demo, p.name, stride_ms=1, catch_up=policy, inlet=inlet, max_frames=400)) as svc:
+            with ServiceThread(_cfg(demo, p.name, stride_ms=1, catch_up=policy, max_frames=400)) as svc:
                 with FrameSubscriber(svc.endpoint) as sub:
                     got = _collect(sub, lambda g: len(g) >= 200, timeout=60)
                 svc.join(timeout=60)

@@ -92,8 +92,6 @@ def resolve_stream(query: str, timeout_s: float, *, want_string: bool = False) -
     return infos[0]
 
 
-PROMPT_WAIT_S = 1e-4  # a blocking pull that returned later than this waited for its chunk (none was queued)
-
 class LslSource(GuardedWorker):
     """The MUA stream (and optional marker stream) read into a RingBuffer by a background thread.
 
@@ -336,8 +334,9 @@ class LslSource(GuardedWorker):
     def _pull_once(self, timeout: float | None = None) -> int:
         """One pull_chunk into the ring; returns how many samples it brought."""
         staging = self._staging
-        began = time.monotonic()
-        _, ts = self._inlet.pull_chunk(timeout=self.pull_timeout_s if timeout is None else timeout,
+        timeout = self.pull_timeout_s if timeout is None else timeout
+        waits = timeout > 0.0 and not self._inlet.samples_available()  # nothing queued: a pull on arrival
+        _, ts = self._inlet.pull_chunk(timeout=timeout,
                                        max_samples=self.max_chunk, dest_obj=staging, min_samples=1)
         n = len(ts)
         arrival = time.monotonic()
@@ -346,17 +345,14 @@ class LslSource(GuardedWorker):
                 self._check_outlet(arrival)
             return 0
         self._last_data = arrival
-        # the pull waited (it may block, and took longer than returning what was queued takes):
-        # this chunk arrived during it, so it was pulled on arrival
-        prompt = timeout != 0.0 and arrival - began > PROMPT_WAIT_S
-        if prompt:
+        if waits:  # this chunk arrived while the pull waited: it was pulled on arrival
             self.chunk_samples += 0.05 * (n - self.chunk_samples)
         if self.clock_sync:
             if arrival >= self._next_clock:
                 self._refresh_clock(arrival)
             if self.clock_offset_s:
                 ts = np.asarray(ts, dtype=np.float64) + self.clock_offset_s
-        if prompt:
+        if waits:
             lat = arrival - float(ts[-1])
             self.transport_s = lat if self.transport_s is None else self.transport_s + 0.05 * (lat - self.transport_s)
         reset = self._inlet.was_clock_reset()  # liblsl's own recovery reconnected this inlet
