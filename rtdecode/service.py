@@ -20,6 +20,10 @@ Heartbeat. Every `heartbeat_interval_s`, and at once when it changes, the servic
 state (streaming / stream_lost / idle / stopping) on the PUB socket under its own topic, with
 this run's session id, which every frame header carries too (sinks.heartbeat, docs/protocol.md).
 
+Garbage collection: after set-up, everything allocated so far is frozen (gc.freeze), so the
+collector's full passes walk only what the run itself allocates, not the whole heap of onnx,
+numpy and the model (full collections paused the loop up to 33 ms before).
+
 Hot path: no per-frame allocation of arrays. Windows are read as views of the ring,
 assembled straight into the engine's bound input, normalised in place, and encoded into a
 preallocated payload; only the small JSON header is built per frame, from a template
@@ -29,6 +33,7 @@ thread checks a clean chunk in a few calls (see LslSource._clean) before it wake
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import os
@@ -216,10 +221,16 @@ class DecoderService:
     def run(self) -> ServeSummary:
         error: str | None = None
         affinity = None
+        frozen = False
         try:
             self._setup()
             self.source.start(thread=self.config.inlet == "thread")
             affinity = self._pin()  # after the inlet thread started: it keeps the other CPUs
+            # what set-up made (the model, onnx, numpy, ...) lives as long as the run: out of the
+            # collector's sight, a full collection no longer walks it (measured: 33 ms pauses)
+            gc.collect()
+            gc.freeze()
+            frozen = True
             self.telemetry.started = time.monotonic()
             self.started.set()
             if self.config.mode == "event":
@@ -234,6 +245,8 @@ class DecoderService:
                 self._stop_reason = "source failed"
         finally:
             self.started.set()
+            if frozen:
+                gc.unfreeze()
             if affinity is not None:
                 os.sched_setaffinity(0, affinity)
             self._teardown()

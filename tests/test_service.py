@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import sys
@@ -265,7 +266,7 @@ def test_windows_spanning_a_gap_are_skipped(tmp_path, rng):
 
 @pytest.mark.lsl
 @pytest.mark.timeout(60)
-def test_pin_cpu_pins_the_serve_loop_only_while_it_runs(tmp_path, rng):
+def test_pin_cpu_and_gc_freeze_hold_only_while_the_service_runs(tmp_path, rng):
     import os
 
     cpu = max(os.sched_getaffinity(0))
@@ -275,9 +276,11 @@ def test_pin_cpu_pins_the_serve_loop_only_while_it_runs(tmp_path, rng):
             with FrameSubscriber(svc.endpoint) as sub:
                 _collect(sub, lambda g: len(g) >= 20)
             assert os.sched_getaffinity(svc.thread.native_id) == {cpu}
+            assert gc.get_freeze_count() > 1000  # set-up's objects are out of the collector's full passes
             assert os.sched_getaffinity(svc.service.source._thread.native_id) != {cpu} or os.cpu_count() == 1
             summary = svc.join()
     assert summary.ok and summary.frames >= 20
+    assert not gc.get_freeze_count()  # what the run froze (its set-up's objects) is back in the collector's sight
     # a CPU this process may not use is refused with the CPUs it may
     with Pusher(tmp_path, rng.normal(size=(500, 16)), chunk=4) as p:
         svc = ServiceThread(_cfg(path, p.name, pin_cpu=4096))
