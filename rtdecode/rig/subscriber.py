@@ -15,9 +15,9 @@ them; they also show as seq gaps), so the latencies are what a display would see
 
 from __future__ import annotations
 
+import gc
 import json
 import math
-import gc
 import time
 from dataclasses import dataclass
 from pathlib import Path
