@@ -126,6 +126,7 @@ class DecoderService:
         self.session = new_session_id()  # in every frame header and heartbeat: seq restarts with it
         self.heartbeat: Any = None  # sinks.heartbeat.HeartbeatSender, once the publisher is bound
         self.payload: np.ndarray | None = None  # the engine's own payload output (encode_in_engine), if any
+        self._frozen = False  # set-up's objects are frozen out of the collector (gc.freeze) until the end
 
     def stop(self, reason: str = "stop requested") -> None:
         """Ask the loop to finish (thread- and signal-safe)."""
@@ -185,6 +186,12 @@ class DecoderService:
             # the model's id and contract travel with the frames (frames --export-nwb archives them)
             self.sinks.append(FrameRecorder(cfg.record, source=f"serve {cfg.model}",
                                             meta={"model_id": c.model_id, "contract": c.to_metadata()}))
+        # what set-up made (the model, onnx, numpy, ...) lives as long as the run: out of the
+        # collector's sight, a full collection no longer walks it (measured: 33-60 ms pauses).
+        # Before the inlet opens: the samples it queues would wait for this collection.
+        gc.collect()
+        gc.freeze()
+        self._frozen = True
         self.source = LslSource(
             cfg.stream, n_channels=c.layout.n_channels, sampling_rate_hz=fs, capacity=capacity,
             telemetry=self.telemetry, resolve_timeout_s=cfg.resolve_timeout_s, reconnect=cfg.reconnect,
@@ -221,16 +228,10 @@ class DecoderService:
     def run(self) -> ServeSummary:
         error: str | None = None
         affinity = None
-        frozen = False
         try:
             self._setup()
             self.source.start(thread=self.config.inlet == "thread")
             affinity = self._pin()  # after the inlet thread started: it keeps the other CPUs
-            # what set-up made (the model, onnx, numpy, ...) lives as long as the run: out of the
-            # collector's sight, a full collection no longer walks it (measured: 33 ms pauses)
-            gc.collect()
-            gc.freeze()
-            frozen = True
             self.telemetry.started = time.monotonic()
             self.started.set()
             if self.config.mode == "event":
@@ -245,8 +246,9 @@ class DecoderService:
                 self._stop_reason = "source failed"
         finally:
             self.started.set()
-            if frozen:
+            if self._frozen:
                 gc.unfreeze()
+                self._frozen = False
             if affinity is not None:
                 os.sched_setaffinity(0, affinity)
             self._teardown()
