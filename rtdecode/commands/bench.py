@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def parse_variant(text: str) -> dict:
-    """'inlet=loop,pin_cpu=1' -> {'inlet': 'loop', 'pin_cpu': 1}, checked against ServeConfig."""
+    """'inlet=loop,pin_cpu=1,encode_in_engine=false' -> {'inlet': 'loop', 'pin_cpu': 1, 'encode_in_engine':
+    False}, checked against ServeConfig."""
     from ..config import ServeConfig
     from ..errors import ConfigError
 
@@ -64,6 +65,9 @@ def parse_variant(text: str) -> dict:
             raise ConfigError(f"--variant {text!r}: expected KEY=VALUE[,KEY=VALUE], e.g. inlet=loop")
         if key not in ServeConfig.field_names():
             raise ConfigError(f"--variant {text!r}: {key!r} is not a serve setting (see rtdecode serve --help)")
-        out[key] = int(value) if value.lstrip("-").isdigit() else value
+        if value.lower() in ("true", "false"):
+            out[key] = value.lower() == "true"
+        else:
+            out[key] = int(value) if value.lstrip("-").isdigit() else value
     ServeConfig(**out)  # the values are valid serve settings
     return out
