@@ -45,9 +45,6 @@ class ServeConfig:
     sndhwm: int = 4  # PUB high-water mark: a slow subscriber loses frames, never stalls us
     sndbuf: int = SOCKET_BUFFER_BYTES  # PUB kernel send buffer, bytes (0: the OS's, megabytes of stale frames per stalled subscriber)
     frame_dtype: str = "uint8"  # payload: uint8 0..255 or float32 0..1
-    # encode the payload inside the engine's run where it can (ONNX Runtime on the CPU: the
-    # encoding is appended to the graph); false: numpy after the run (OrtEngine.encode_frames)
-    encode_in_engine: bool = True
     buffer_s: float = 2.0  # ring buffer length (>= the model's window span)
     on_bad_samples: str = "skip"  # windows with NaN/Inf or spanning a gap: skip, or flag and decode
     max_lag_ms: float | None = None  # skip windows whose newest sample is older than this (None: off)
@@ -103,8 +100,6 @@ class ServeConfig:
         _check_choice(self, "on_bad_samples", BAD_SAMPLE_POLICIES)
         if self.max_lag_ms is not None:
             _check_num(self, "max_lag_ms", lo=0.0, lo_open=True)
-        if not isinstance(self.encode_in_engine, bool):
-            raise ConfigError(f"encode_in_engine must be true or false, got {self.encode_in_engine!r}")
         if not isinstance(self.reconnect, bool):
             raise ConfigError(f"reconnect must be true or false, got {self.reconnect!r}")
         _check_num(self, "reconnect_timeout_s", lo=0.0)

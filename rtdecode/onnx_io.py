@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 
 from .contract import INPUT_NAME, OUTPUT_NAME, DecoderContract
-from .errors import ModelError
 
 
 def attach_contract(model, contract: DecoderContract):
@@ -75,50 +74,6 @@ def save_model(model, path: str | Path) -> Path:
     path = Path(path)
     onnx.save_model(model, str(path), save_as_external_data=False)
     return path
-
-
-def with_frame_encoding(path: str | Path, dtype: str, output: str):
-    """The decoder at `path` with the wire's frame encoding as a second graph output `output`.
-
-    Appended to the frame [N, 3, H, W]: clip to [0, 1] (Max, Min), for uint8 x 255 + 0.5 and a
-    truncating Cast (protocol.to_uint8, same float32 operations in the same order), and the
-    transpose to [N, H, W, 3]. The frame output stays. Used by OrtEngine.encode_frames.
-    """
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    if dtype not in ("uint8", "float32"):
-        raise ValueError(f"frame dtype must be 'uint8' or 'float32', got {dtype!r}")
-    model = onnx.load(str(path))
-    g = model.graph
-    frame = next((o for o in g.output if o.name == OUTPUT_NAME), None)
-    if frame is None:
-        raise ModelError(f"{path}: graph has no output {OUTPUT_NAME!r}")
-    dims = frame.type.tensor_type.shape.dim
-    if len(dims) != 4 or frame.type.tensor_type.elem_type != TensorProto.FLOAT:
-        raise ModelError(f"{path}: output {OUTPUT_NAME!r} must be float [N, 3, H, W]")
-    p = "rtdecode_wire_"
-
-    def const(name: str, value: float) -> str:
-        g.initializer.append(numpy_helper.from_array(np.array(value, dtype=np.float32), p + name))
-        return p + name
-
-    nodes = [helper.make_node("Max", [OUTPUT_NAME, const("zero", 0.0)], [p + "lo"]),
-             helper.make_node("Min", [p + "lo", const("one", 1.0)], [p + "clipped"])]
-    last = p + "clipped"
-    if dtype == "uint8":
-        nodes += [helper.make_node("Mul", [last, const("scale", 255.0)], [p + "scaled"]),
-                  helper.make_node("Add", [p + "scaled", const("half", 0.5)], [p + "rounded"])]
-        last = p + "rounded"
-    nodes.append(helper.make_node("Transpose", [last], [p + "hwc" if dtype == "uint8" else output],
-                                  perm=[0, 2, 3, 1]))
-    if dtype == "uint8":
-        nodes.append(helper.make_node("Cast", [p + "hwc"], [output], to=TensorProto.UINT8))
-    g.node.extend(nodes)
-    shape = [d.dim_param or d.dim_value for d in dims]
-    g.output.append(helper.make_tensor_value_info(
-        output, TensorProto.UINT8 if dtype == "uint8" else TensorProto.FLOAT, [shape[0], shape[2], shape[3], shape[1]]))
-    return model
 
 
 def set_input_fit(path: str | Path, stats, out: str | Path | None = None) -> Path:

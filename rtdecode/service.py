@@ -125,7 +125,6 @@ class DecoderService:
         self.preassembled = 0  # frames whose window was partly assembled while its samples arrived
         self.session = new_session_id()  # in every frame header and heartbeat: seq restarts with it
         self.heartbeat: Any = None  # sinks.heartbeat.HeartbeatSender, once the publisher is bound
-        self.payload: np.ndarray | None = None  # the engine's own payload output (encode_in_engine), if any
         self._frozen = False  # set-up's objects are frozen out of the collector (gc.freeze) until the end
 
     def stop(self, reason: str = "stop requested") -> None:
@@ -152,9 +151,6 @@ class DecoderService:
         selection = getattr(self.engine, "selection", None)
         if selection is not None:  # --engine auto: which engine and why the faster ones were passed over
             self.announce(selection.summary())
-        # the wire payload straight from the engine's run where it can (OrtEngine.encode_frames)
-        fuse = getattr(self.engine, "encode_frames", None) if cfg.encode_in_engine else None
-        self.payload = fuse(cfg.frame_dtype) if callable(fuse) else None
         self.announce(f"engine: {self.engine.describe()}")
         m, e = c.input_shape
         bound = getattr(self.engine, "x", None)
@@ -467,7 +463,7 @@ class DecoderService:
         fit = self.fit_monitor
         if fit is not None and fit.misfit:  # the latest block of windows did not fit the training data
             flags = (*flags, MISFIT_FLAG)
-        payload = self.encoder.encode(y[0]) if self.payload is None else self.payload
+        payload = self.encoder.encode(y[0])
         seq, skipped = tel.frames, tel.skipped_total
         t_pub = time.monotonic()
         stages = (pulled, t_start, t_asm, t_norm, t_inf, t_pub)

@@ -192,7 +192,7 @@ def test_bench_variant_parses_serve_settings_and_names_a_wrong_one():
     from rtdecode.errors import ConfigError
 
     assert parse_variant("inlet=loop,pin_cpu=1") == {"inlet": "loop", "pin_cpu": 1}
-    assert parse_variant("catch_up=newest,encode_in_engine=false") == {"catch_up": "newest", "encode_in_engine": False}
+    assert parse_variant("catch_up=newest,reconnect=false") == {"catch_up": "newest", "reconnect": False}
     with pytest.raises(ConfigError, match="'spin' is not a serve setting"):
         parse_variant("spin=yes")
     with pytest.raises(ConfigError, match="inlet must be one of thread, loop"):

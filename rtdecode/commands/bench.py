@@ -53,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def parse_variant(text: str) -> dict:
-    """'inlet=loop,pin_cpu=1,encode_in_engine=false' -> {'inlet': 'loop', 'pin_cpu': 1, 'encode_in_engine':
-    False}, checked against ServeConfig."""
+    """'inlet=loop,pin_cpu=1,reconnect=false' -> {'inlet': 'loop', 'pin_cpu': 1, 'reconnect': False},
+    checked against ServeConfig."""
     from ..config import ServeConfig
     from ..errors import ConfigError
 

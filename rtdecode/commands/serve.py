@@ -77,9 +77,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help=f"{text} (default: {getattr(_D, key)})")
     p.add_argument("--no-reconnect", dest="reconnect", action="store_false", default=argparse.SUPPRESS,
                    help="stop when the outlet vanishes instead of reconnecting")
-    p.add_argument("--encode-outside-engine", dest="encode_in_engine", action="store_false",
-                   default=argparse.SUPPRESS, help="encode frames in numpy after each run instead of inside "
-                   "the ONNX Runtime session (for A/B measurements)")
     p.add_argument("--engine-opt", dest="engine_opt", action="append", default=None, metavar="KEY=VALUE",
                    help="engine-specific option, repeatable (values parsed as JSON where they can be), e.g. "
                         "--engine-opt engine_path=m.engine --engine-opt fp16=true; see docs/gpu.md")

@@ -20,11 +20,6 @@ on it. Constructor (stable, keyword arguments after the first two):
 Input and output live in numpy arrays bound once with IOBinding (OrtValues on the CPU); a
 subclass that runs on a device overrides `_bind()`. `infer(x)` copies x into the bound input,
 runs, and returns the bound output array (reused: copy it to keep it).
-
-`encode_frames(dtype)` (CPU sessions): the wire's frame encoding (protocol.encode_frame: clip,
-scale, round, [3, H, W] -> [H, W, 3], uint8 or float32) becomes the graph's second output, so
-one run gives the payload too. Measured on 2 cores: the same encoding in numpy right after a
-run cost ~0.1 ms (caches cold after the U-Net), inside the session a few microseconds.
 """
 
 from __future__ import annotations
@@ -40,7 +35,6 @@ from ..errors import EngineError
 from .base import Engine
 
 GRAPH_OPT = ("disable", "basic", "extended", "all")
-PAYLOAD_NAME = "rtdecode_payload"  # the second output after encode_frames()
 
 
 def default_threads() -> int:
@@ -106,10 +100,7 @@ class OrtEngine(Engine):
         c, h, w = contract.frame_shape
         self.x = np.zeros((1, m, e), dtype=np.float32)
         self.y = np.zeros((1, c, h, w), dtype=np.float32)
-        self.payload: np.ndarray | None = None  # [H, W, 3] wire payload, after encode_frames()
         self._ort = ort
-        self._so = so
-        self._provider_options = list(provider_options) if provider_options else None
         self._bind()
 
     def _bind(self) -> None:
@@ -119,33 +110,6 @@ class OrtEngine(Engine):
         self._y_val = self._ort.OrtValue.ortvalue_from_numpy(self.y)
         self.binding.bind_ortvalue_input(INPUT_NAME, self._x_val)
         self.binding.bind_ortvalue_output(OUTPUT_NAME, self._y_val)
-
-    def encode_frames(self, dtype: str) -> np.ndarray | None:
-        """Let every run also fill the wire payload [H, W, 3] (`dtype` uint8 or float32), exactly
-        as protocol.encode_frame would from the frame; returns that (reused) array, or None where
-        this engine cannot (a device session: the frame stays on the device until copied)."""
-        if self.requested[0] != "CPUExecutionProvider" or type(self)._bind is not OrtEngine._bind:
-            return None
-        from ..onnx_io import with_frame_encoding
-
-        try:
-            model = with_frame_encoding(self.model_path, dtype, PAYLOAD_NAME)
-            session = self._ort.InferenceSession(model.SerializeToString(), sess_options=self._so,
-                                                 providers=self.requested, provider_options=self._provider_options)
-        except Exception as e:  # an exotic graph the appended nodes do not fit: encode outside
-            import logging
-
-            logging.getLogger(__name__).warning("frame encoding stays outside the session (%s: %s)",
-                                                type(e).__name__, e)
-            return None
-        c, h, w = self.contract.frame_shape
-        payload = np.zeros((1, h, w, c), dtype=np.uint8 if dtype == "uint8" else np.float32)
-        self.session = session
-        self._bind()
-        self._p_val = self._ort.OrtValue.ortvalue_from_numpy(payload)
-        self.binding.bind_ortvalue_output(PAYLOAD_NAME, self._p_val)
-        self.payload = payload[0]
-        return self.payload
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         """x float32 [1, M, E] (or [M, E]) -> the bound output [1, 3, H, W] (reused between calls)."""
@@ -160,8 +124,7 @@ class OrtEngine(Engine):
     def describe(self) -> str:
         return (f"{self.name}: ONNX Runtime {self._ort.__version__}, providers {self.active}, "
                 f"{self.threads} intra-op thread(s){' spinning' if self.spinning else ''}, "
-                f"graph opt {self.graph_opt}, float32, input {list(self.x.shape)} -> {list(self.y.shape)}"
-                + ("" if self.payload is None else f" (+ {self.payload.dtype} payload in the session)"))
+                f"graph opt {self.graph_opt}, float32, input {list(self.x.shape)} -> {list(self.y.shape)}")
 
     def close(self) -> None:
         self.binding = None
