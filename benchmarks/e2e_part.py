@@ -21,7 +21,7 @@ from rtdecode.telemetry import latency_summary
 from .end_to_end import e2e_model, engine_baseline, run_rtdecode
 from .first_try import run_first_try
 from .floor import floor_row, lsl_floor, zmq_floor
-from .frame_stats import infer_ms, overhead_ms
+from .frame_stats import infer_ms, overhead_ms, shown_age_ms
 from .peers import run_peer
 
 PIPELINES = ("e2e", "ezmsg", "mne-lsl", "first-try")  # part names, in run order
@@ -80,6 +80,7 @@ def run_e2e_part(work_dir: str | Path, *, quick: bool, parts: tuple[str, ...], p
             over = overhead_ms(frames)
             row["overhead_ms"] = latency_summary(over)
             row["infer_ms"] = infer_ms(frames)
+            row["shown_age_ms"] = shown_age_ms(frames)
             runs[p].append(row)
             if len(lat):
                 lat_series[f"{labels[p]} stride {stride:g} ms"] = lat
@@ -159,6 +160,7 @@ def side_by_side(runs: dict[str, list], floors: list[dict], labels: dict[str, st
                        "e2e_p50_ms": lat.get("p50_ms"), "e2e_p99_ms": lat.get("p99_ms"),
                        "infer_p50_ms": infer.get("p50_ms"),
                        "overhead_p50_ms": ov.get("p50_ms"), "overhead_p99_ms": ov.get("p99_ms"),
+                       "shown_age_mean_ms": r.get("shown_age_ms"),
                        "cpu_percent": r.get("cpu_percent")}
                 if ov.get("count") and fl.get("count"):
                     row["above_floor_p50_ms"] = ov["p50_ms"] - fl["p50_ms"]

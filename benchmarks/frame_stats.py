@@ -74,3 +74,22 @@ def infer_ms(log: FrameLog | None, skip_first_s: float = 0.5) -> dict:
         return {"count": 0}
     kept = log.since(skip_first_s)
     return latency_summary((kept.col("inferred") - kept.col("normalised")) * 1e3)
+
+
+def shown_age_ms(log: FrameLog | None, skip_first_s: float = 0.5) -> float | None:
+    """Mean age (ms) of the frame a display shows, over time: between receipts k and k+1 the
+    shown frame is k, whose age grows from (received_k - newest_ts_k) to (received_k+1 - newest_ts_k).
+
+    Per-frame latency alone cannot compare schedulers that publish different frames (one that
+    waits for a fresh sample has fresher frames, but fewer): this is what a viewer sees."""
+    if log is None or len(log) < 2:
+        return None
+    kept = log.since(skip_first_s)
+    if len(kept) < 2:
+        return None
+    recv, ts = kept.col("received"), kept.col("newest_ts")
+    dt = np.diff(recv)
+    if dt.sum() <= 0:
+        return None
+    start = recv[:-1] - ts[:-1]
+    return float(((start + dt / 2.0) * dt).sum() / dt.sum() * 1e3)

@@ -56,3 +56,21 @@ def test_a_child_that_fails_before_it_is_ready_raises_its_error(tmp_path):
     with pytest.raises(RuntimeError, match="player child exited .* before it was ready: .*missing.h5"):
         player.start()
     assert player.stop()["error"]  # stopping a dead child is harmless and keeps its last state
+
+
+def test_shown_age_is_the_time_average_of_the_shown_frames_age(tmp_path):
+    from rtdecode.benchmarks.frame_stats import shown_age_ms
+
+    table = FrameTable()
+    for k in range(101):  # a frame every 10 ms, each 5 ms old on arrival: the shown age runs 5 -> 15 ms
+        table.append(1.0 + 0.01 * k, 1.0 + 0.01 * k - 0.005, 0.0, k)
+    link = ChildLink(str(tmp_path), threading.Event(), threading.Event())
+    table.save(link)
+    log = FrameLog.load(tmp_path)
+    assert shown_age_ms(log, skip_first_s=0.0) == pytest.approx(10.0)
+    # fresher frames half as often: 1 ms old on arrival, every 20 ms -> 1 + 20 / 2 = 11 ms
+    table = FrameTable()
+    for k in range(51):
+        table.append(1.0 + 0.02 * k, 1.0 + 0.02 * k - 0.001, 0.0, k)
+    table.save(link)
+    assert shown_age_ms(FrameLog.load(tmp_path), skip_first_s=0.0) == pytest.approx(11.0)
