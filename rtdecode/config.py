@@ -56,6 +56,10 @@ class ServeConfig:
     # where LSL is pulled: "thread" (an inlet thread wakes the serve loop) or "loop" (the serve
     # loop pulls itself, blocking in liblsl while it waits: no thread hand-off; docs/serving.md)
     inlet: str = "thread"
+    # inlet "loop" only: spin (poll liblsl without blocking) for the sample that completes the due
+    # window instead of sleeping until it comes: less latency, one core busy for up to a sample
+    # interval per frame (docs/serving.md)
+    busy_poll: bool = False
     # when a decode ends with the next window already due (decoding takes longer than a stride):
     # "fresh" decodes the window ending at the next sample if the newest one has waited longer
     # than a third of the usual interval between arrivals (fresher frames, docs/serving.md);
@@ -108,6 +112,11 @@ class ServeConfig:
         _check_choice(self, "lsl_scope", LSL_SCOPES)
         _check_choice(self, "inlet", INLET_MODES)
         _check_choice(self, "catch_up", CATCH_UP_POLICIES)
+        if not isinstance(self.busy_poll, bool):
+            raise ConfigError(f"busy_poll must be true or false, got {self.busy_poll!r}")
+        if self.busy_poll and self.inlet != "loop":
+            raise ConfigError("busy_poll needs inlet 'loop' (the serve loop pulls LSL itself); with an inlet "
+                              "thread a spinning loop would hold the GIL the thread needs")
         if self.pin_cpu is not None:
             _check_int(self, "pin_cpu", lo=0)
         if self.record is not None:

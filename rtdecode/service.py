@@ -56,6 +56,8 @@ from .threads import raise_in_threads
 
 log = logging.getLogger(__name__)
 
+SPIN_MAX_S = 0.005  # busy_poll: longest spin for one sample before blocking again (a stalled stream)
+
 
 @dataclass
 class ServeSummary:
@@ -336,6 +338,7 @@ class DecoderService:
         asm, x = self.assembler, self.x
         src = self.source
         in_loop = self.config.inlet == "loop"  # this loop pulls LSL itself (no inlet thread)
+        spin = in_loop and self.config.busy_poll
         t_end = math.inf if self.config.duration_s is None else time.monotonic() + self.config.duration_s
         self._next_status = time.monotonic() + self.config.status_interval_s
         last_ref = -(1 << 62)
@@ -362,7 +365,9 @@ class DecoderService:
                 if avail > 0 and done < len(asm.ready_order) and asm.ready_stops[done] <= avail:
                     block = ring.window(target, avail)
                     done = 0 if block is None else asm.assemble_ready(block, x[0], done, avail)
-                if in_loop:
+                if spin and count + 1 >= nxt + span:  # the next sample completes the due window
+                    self._spin(count)
+                elif in_loop:
                     src.poll(0.05)  # blocks in liblsl (GIL released) until a sample arrives
                 else:
                     wake.wait(0.05)
@@ -377,6 +382,18 @@ class DecoderService:
             decoded = True
             target, done = -1, 0
             self._status(time.monotonic())
+
+    def _spin(self, count: int) -> None:
+        """busy_poll: poll liblsl without blocking until sample `count` is in the ring (at most
+        SPIN_MAX_S, then one blocking poll): no wake-up from a condition variable for the sample
+        that completes the due window. Each poll releases the GIL; the loop keeps its core."""
+        src, ring = self.source, self.source.ring
+        t_stop = time.monotonic() + SPIN_MAX_S
+        empty = False  # the last poll found nothing: what the next one finds came just now
+        while ring.count == count and time.monotonic() < t_stop and src.failure is None:
+            empty = src.poll(0.0, after_empty=empty) == 0
+        if ring.count == count:
+            src.poll(0.05)
 
     def _loop_event(self) -> None:
         src = self.source

@@ -45,6 +45,7 @@ def test_config_unknown_key_is_named(tmp_path):
     ("sndbuf", -1, "sndbuf must be >= 0"),
     ("inlet", "sideways", "inlet must be one of thread, loop"),
     ("catch_up", "later", "catch_up must be one of fresh, newest"),
+    ("busy_poll", "yes", "busy_poll must be true or false"),
     ("pin_cpu", -1, "pin_cpu must be >= 0"),
 ])
 def test_config_bad_values_have_clear_messages(key, value, match):
@@ -332,6 +333,37 @@ def test_catch_up_fresh_waits_for_the_next_sample_when_the_newest_is_stale():
         stale[policy] = _stale_fraction(got[20:])
     assert stale["newest"] > 0.8, stale
     assert stale["fresh"] < 0.5, stale
+
+
+@pytest.mark.lsl
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_busy_poll_serves_fresh_windows_and_needs_the_loop_inlet():
+    """inlet=loop with busy_poll: the loop spins for the completing sample; the catch-up still
+    decodes the next sample's window after a late decode (the newest sample's LSL timestamp is
+    its push time on this machine's clock, the stages' clock)."""
+    from rtdecode.benchmarks.inference import demo_model_path
+
+    with pytest.raises(ConfigError, match="busy_poll needs inlet 'loop'"):
+        ServeConfig(busy_poll=True)
+    demo = demo_model_path()
+    if demo is None:
+        pytest.skip("no bundled demo model")
+    stale = {}
+    for policy in ("newest", "fresh"):
+        with Pusher.noise(duration_s=10.0) as p:
+            cfg = _cfg(demo, p.name, stride_ms=1, inlet="loop", busy_poll=True, catch_up=policy, max_frames=300)
+            with ServiceThread(cfg) as svc:
+                with FrameSubscriber(svc.endpoint) as sub:
+                    got = _collect(sub, lambda g: len(g) >= 150, timeout=60)
+                svc.join(timeout=60)
+                if policy == "fresh":  # it waits after every late decode: learnt from the spins' pulls
+                    assert svc.service.source.transport_s is not None
+        pairs = [(a.header, b.header) for a, b in zip(got[20:], got[21:], strict=False)
+                 if b.header.seq == a.header.seq + 1]
+        assert len(pairs) >= 50
+        stale[policy] = sum(b.newest_ts < a.stages["inferred"] for a, b in pairs) / len(pairs)
+    assert stale["newest"] > 0.8 and stale["fresh"] < 0.7, stale
 
 
 @pytest.mark.lsl

@@ -77,6 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help=f"{text} (default: {getattr(_D, key)})")
     p.add_argument("--no-reconnect", dest="reconnect", action="store_false", default=argparse.SUPPRESS,
                    help="stop when the outlet vanishes instead of reconnecting")
+    p.add_argument("--busy-poll", dest="busy_poll", action="store_true", default=argparse.SUPPRESS,
+                   help="with --inlet loop: spin for the sample that completes the due window instead of "
+                        "sleeping until it comes (less latency; a core busy for up to one sample interval per frame)")
     p.add_argument("--engine-opt", dest="engine_opt", action="append", default=None, metavar="KEY=VALUE",
                    help="engine-specific option, repeatable (values parsed as JSON where they can be), e.g. "
                         "--engine-opt engine_path=m.engine --engine-opt fp16=true; see docs/gpu.md")

@@ -270,22 +270,27 @@ class LslSource(GuardedWorker):
         self._thread = threading.Thread(target=self._run, name=f"lsl-inlet-{self.query}", daemon=True)
         self._thread.start()
 
-    def poll(self, timeout: float) -> None:
+    def poll(self, timeout: float, *, after_empty: bool = False) -> int:
         """Pull in the caller's thread (after start(thread=False)): wait up to `timeout` s for a
-        sample, then drain what is queued into the ring. Same checks, reconnects and failure
-        policy as the thread (a failure is stored in `failure`, never raised here)."""
+        sample, then drain what is queued into the ring; returns the samples pulled. Same checks,
+        reconnects and failure policy as the thread (a failure is stored in `failure`, never
+        raised here). `after_empty`: the caller's previous poll found nothing a moment ago (a
+        busy-poll), so what this one finds was pulled on arrival."""
         if self._guard.failure is not None or self._inlet is None:
-            return
+            return 0
         pylsl = lsl()
+        n = total = 0
         with self._guard:
             try:
-                n = self._pull_once(timeout)
+                n = total = self._pull_once(timeout, on_arrival=after_empty)
                 while n == self.max_chunk:  # a backlog after a stall: all of it before the loop decides
                     n = self._pull_once(0.0)
+                    total += n
             except pylsl.util.LostError:
                 self._reconnect()
             if self._marker_inlet is not None:
                 self._pull_markers()
+        return total
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
@@ -331,11 +336,13 @@ class LslSource(GuardedWorker):
         finally:
             self.wake.set()
 
-    def _pull_once(self, timeout: float | None = None) -> int:
-        """One pull_chunk into the ring; returns how many samples it brought."""
+    def _pull_once(self, timeout: float | None = None, on_arrival: bool = False) -> int:
+        """One pull_chunk into the ring; returns how many samples it brought. `on_arrival`: the
+        caller knows the queue was empty just before (a busy-poll)."""
         staging = self._staging
         timeout = self.pull_timeout_s if timeout is None else timeout
-        waits = timeout > 0.0 and not self._inlet.samples_available()  # nothing queued: a pull on arrival
+        # nothing queued before a pull that may wait (or a busy-poll's): what comes was pulled on arrival
+        waits = on_arrival or (timeout > 0.0 and not self._inlet.samples_available())
         _, ts = self._inlet.pull_chunk(timeout=timeout,
                                        max_samples=self.max_chunk, dest_obj=staging, min_samples=1)
         n = len(ts)
@@ -345,7 +352,8 @@ class LslSource(GuardedWorker):
                 self._check_outlet(arrival)
             return 0
         self._last_data = arrival
-        if waits:  # this chunk arrived while the pull waited: it was pulled on arrival
+        if waits and timeout > 0.0:  # this chunk arrived while the pull waited: the stream's chunking
+            # (not from busy-polls: one that was descheduled for a moment finds several samples)
             self.chunk_samples += 0.05 * (n - self.chunk_samples)
         if self.clock_sync:
             if arrival >= self._next_clock:
@@ -354,6 +362,8 @@ class LslSource(GuardedWorker):
                 ts = np.asarray(ts, dtype=np.float64) + self.clock_offset_s
         if waits:
             lat = arrival - float(ts[-1])
+            if self.transport_s is not None:  # one late pull (the puller descheduled) moves it little
+                lat = min(lat, 2.0 * self.transport_s)
             self.transport_s = lat if self.transport_s is None else self.transport_s + 0.05 * (lat - self.transport_s)
         reset = self._inlet.was_clock_reset()  # liblsl's own recovery reconnected this inlet
         if self.lost or reset:
