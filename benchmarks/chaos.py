@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -72,8 +73,9 @@ def run_chaos(*, minutes: float = 10.0, restart_every_s: float = 60.0, out_dir: 
               tag: str | None = None, model: str | Path = DEMO_MODEL, n_channels: int = 1024,
               nan_every_s: float = 7.0, bad_ts_every_s: float = 3.0, stride_ms: float = 16.0,
               threads: int | None = 1, seed: int = 0, progress_s: float = 30.0,
-              stall_s: float = 5.0) -> dict[str, Any]:
-    """One chaos run; writes chaos-<tag>.json/.md into out_dir and returns the results."""
+              stall_s: float = 5.0, serve_args: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One chaos run; writes chaos-<tag>.json/.md into out_dir and returns the results.
+    `serve_args`: more `rtdecode serve` flags (e.g. ("--inlet", "loop", "--busy-poll"))."""
     from rtdecode.lslconfig import configure_lsl
 
     configure_lsl(scope="machine")
@@ -97,6 +99,7 @@ def run_chaos(*, minutes: float = 10.0, restart_every_s: float = 60.0, out_dir: 
            "--reconnect-timeout", "30", "--status-interval", f"{progress_s:g}", "--summary-json", str(summary_path)]
     if threads:
         cmd += ["--threads", str(threads)]
+    cmd += list(serve_args)
     started_wall = time.time()
     load_before = load_average()
     serve_log = open(work / "serve.log", "w")
@@ -151,7 +154,7 @@ def run_chaos(*, minutes: float = 10.0, restart_every_s: float = 60.0, out_dir: 
                     "config": {"minutes": minutes, "restart_every_s": restart_every_s, "n_channels": n_channels,
                                "nan_every_s": nan_every_s, "bad_ts_every_s": bad_ts_every_s,
                                "stride_ms": stride_ms, "threads": threads, "seed": seed,
-                               "down_s": outlet.spec["down_s"]}})
+                               "down_s": outlet.spec["down_s"], "serve_args": list(serve_args)}})
     (out / f"chaos-{tag}.json").write_text(json.dumps(_clean(results), indent=2))
     (out / f"chaos-{tag}.md").write_text(markdown(results))
     tail = (work / "serve.log").read_text()[-4000:]
@@ -227,7 +230,8 @@ def markdown(r: dict) -> str:
         f"{r['config']['minutes']:g} min, outlet restart every {r['config']['restart_every_s']:g} s "
         f"(down {', '.join(f'{d:g}' for d in r['config']['down_s'])} s in turn), "
         f"{r['config']['n_channels']} channels at 1 kHz in odd chunks; machine: {r['machine']}; "
-        f"load average before/after {r['load_average_before']} / {r['load_average_after']}.", "",
+        f"load average before/after {r['load_average_before']} / {r['load_average_after']}"
+        + (f"; serve flags: {' '.join(r['config']['serve_args'])}" if r["config"].get("serve_args") else "") + ".", "",
         f"**Result: {'PASS' if r['ok'] else 'FAIL'}**", "",
         "| check | |", "| --- | --- |",
         *[f"| {k.replace('_', ' ')} | {'yes' if v else 'NO'} |" for k, v in c.items()], "",
@@ -260,11 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tag", default=None)
     p.add_argument("--channels", type=int, default=1024)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--serve-args", default="", help="more `rtdecode serve` flags, e.g. \"--inlet loop --busy-poll\"")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     minutes, every = (40 / 60, 10.0) if a.short else (a.minutes, a.restart_every)
     r = run_chaos(minutes=minutes, restart_every_s=every, out_dir=a.out, tag=a.tag, n_channels=a.channels,
-                  threads=a.threads, progress_s=10.0 if a.short else 30.0)
+                  threads=a.threads, progress_s=10.0 if a.short else 30.0, serve_args=tuple(shlex.split(a.serve_args)))
     print(markdown(r))
     return 0 if r["ok"] else 1
 
