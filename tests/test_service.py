@@ -331,8 +331,10 @@ def test_catch_up_fresh_waits_for_the_next_sample_when_the_newest_is_stale():
                     got = _collect(sub, lambda g: len(g) >= 200, timeout=60)
                 svc.join(timeout=60)
         stale[policy] = _stale_fraction(got[20:])
-    assert stale["newest"] > 0.8, stale
-    assert stale["fresh"] < 0.5, stale
+    # newest: most frames end at a sample that arrived during the previous inference (not all:
+    # one may come between that inference's end and the loop's next look); fresh: far fewer
+    assert stale["newest"] > 0.6, stale
+    assert stale["fresh"] < min(0.5, stale["newest"] - 0.3), stale
 
 
 @pytest.mark.lsl
@@ -363,7 +365,9 @@ def test_busy_poll_serves_fresh_windows_and_needs_the_loop_inlet():
                  if b.header.seq == a.header.seq + 1]
         assert len(pairs) >= 50
         stale[policy] = sum(b.newest_ts < a.stages["inferred"] for a, b in pairs) / len(pairs)
-    assert stale["newest"] > 0.8 and stale["fresh"] < 0.7, stale
+    # newest: most frames end at a sample pushed during the previous inference (not all: one may
+    # come between that inference's end and the loop's next pull); fresh: far fewer
+    assert stale["newest"] > 0.6 and stale["fresh"] < min(0.6, stale["newest"] - 0.25), stale
 
 
 @pytest.mark.lsl

@@ -54,6 +54,7 @@ from ..threads import GuardedWorker, ThreadGuard
 log = logging.getLogger(__name__)
 
 RATE_TOLERANCE = 1e-3  # relative
+TRANSPORT_STALE_S = 1.0  # available_since trusts a transport-time estimate learnt this recently
 CLOCK_REFRESH_S = 5.0  # how often the clock offset is taken again (as liblsl's proc_clocksync does)
 
 
@@ -160,6 +161,7 @@ class LslSource(GuardedWorker):
         # -> pulled, moving averages (the usual arrival interval, and when a queued sample arrived)
         self.chunk_samples = 1.0
         self.transport_s: float | None = None
+        self._transport_at = -math.inf  # when transport_s was last learnt
 
     # ---- set-up --------------------------------------------------------------------------
     def check(self, info: Any) -> None:
@@ -316,7 +318,11 @@ class LslSource(GuardedWorker):
         then its LSL timestamp plus the usual timestamp -> pull time of samples pulled on arrival."""
         # before any pull waited (a loop that never waits): the timestamp alone, which makes the
         # sample look older, so the loop waits for the next one, and that pull teaches the rest
-        return min(self.ring.arrival(index), self.ring.timestamp(index) + (self.transport_s or 0.0))
+        # an estimate not renewed for TRANSPORT_STALE_S (a loop that never waited since) is not
+        # trusted either: were it too high, no sample would look stale, the loop would never wait
+        # and so never learn it again
+        t = self.transport_s if time.monotonic() - self._transport_at < TRANSPORT_STALE_S else None
+        return min(self.ring.arrival(index), self.ring.timestamp(index) + (t or 0.0))
 
     @property
     def alive(self) -> bool:
@@ -354,7 +360,8 @@ class LslSource(GuardedWorker):
         self._last_data = arrival
         if waits and timeout > 0.0:  # this chunk arrived while the pull waited: the stream's chunking
             # (not from busy-polls: one that was descheduled for a moment finds several samples)
-            self.chunk_samples += 0.05 * (n - self.chunk_samples)
+            c = self.chunk_samples  # as transport_s below: a burst (a new connection) moves it little
+            self.chunk_samples = c + (0.3 if n < c else 0.05) * (min(n, 2.0 * c) - c)
         if self.clock_sync:
             if arrival >= self._next_clock:
                 self._refresh_clock(arrival)
@@ -362,9 +369,11 @@ class LslSource(GuardedWorker):
                 ts = np.asarray(ts, dtype=np.float64) + self.clock_offset_s
         if waits:
             lat = arrival - float(ts[-1])
-            if self.transport_s is not None:  # one late pull (the puller descheduled) moves it little
-                lat = min(lat, 2.0 * self.transport_s)
-            self.transport_s = lat if self.transport_s is None else self.transport_s + 0.05 * (lat - self.transport_s)
+            t = self.transport_s
+            # quick to come down, slow to go up: a late pull (the puller descheduled, or the burst
+            # of samples a new connection delivers) moves it little
+            self.transport_s = lat if t is None else t + (0.3 if lat < t else 0.05) * (min(lat, 2.0 * t) - t)
+            self._transport_at = arrival
         reset = self._inlet.was_clock_reset()  # liblsl's own recovery reconnected this inlet
         if self.lost or reset:
             # a new outlet; after liblsl's own recovery the chunk may still begin with the old
