@@ -58,6 +58,12 @@ TRANSPORT_STALE_S = 1.0  # available_since trusts a transport-time estimate lear
 CLOCK_REFRESH_S = 5.0  # how often the clock offset is taken again (as liblsl's proc_clocksync does)
 
 
+def _follow(estimate: float, value: float) -> float:
+    """A moving average quick to come down and slow to go up (each step capped at doubling): one
+    late pull (the puller descheduled, a new connection's burst of samples) moves it little."""
+    return estimate + (0.3 if value < estimate else 0.05) * (min(value, 2.0 * estimate) - estimate)
+
+
 def describe_info(info: Any) -> str:
     """'name' (type, N ch, format, rate Hz, host, source_id) of a pylsl StreamInfo."""
     fmt = _format_name(info.channel_format())
@@ -360,8 +366,7 @@ class LslSource(GuardedWorker):
         self._last_data = arrival
         if waits and timeout > 0.0:  # this chunk arrived while the pull waited: the stream's chunking
             # (not from busy-polls: one that was descheduled for a moment finds several samples)
-            c = self.chunk_samples  # as transport_s below: a burst (a new connection) moves it little
-            self.chunk_samples = c + (0.3 if n < c else 0.05) * (min(n, 2.0 * c) - c)
+            self.chunk_samples = _follow(self.chunk_samples, n)
         if self.clock_sync:
             if arrival >= self._next_clock:
                 self._refresh_clock(arrival)
@@ -369,10 +374,7 @@ class LslSource(GuardedWorker):
                 ts = np.asarray(ts, dtype=np.float64) + self.clock_offset_s
         if waits:
             lat = arrival - float(ts[-1])
-            t = self.transport_s
-            # quick to come down, slow to go up: a late pull (the puller descheduled, or the burst
-            # of samples a new connection delivers) moves it little
-            self.transport_s = lat if t is None else t + (0.3 if lat < t else 0.05) * (min(lat, 2.0 * t) - t)
+            self.transport_s = lat if self.transport_s is None else _follow(self.transport_s, lat)
             self._transport_at = arrival
         reset = self._inlet.was_clock_reset()  # liblsl's own recovery reconnected this inlet
         if self.lost or reset:
